@@ -1,0 +1,72 @@
+# kafka-sidecar — `make help` lists the targets by category.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+PYTEST := $(BIN)/pytest
+BROKERS ?= 1
+export GOTOOLCHAIN := local
+
+##@ Getting started
+.PHONY: help
+help: ## Show this list
+	@awk 'BEGIN {FS = ":.*##"} /^##@/ {printf "\n\033[1m%s\033[0m\n", substr($$0, 5)} \
+	  /^[a-zA-Z0-9_-]+:.*##/ {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Create .venv with the project (editable) and the dev tools
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@# localenv/ is test and demo infrastructure: importable in the dev venv, never in the wheel.
+	$(PY) -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], \
+	  "kafka_sidecar_localenv.pth").write_text("$(CURDIR)/localenv\n")'
+	touch $@
+
+##@ Quality
+.PHONY: lint
+lint: venv ## ruff (lint + format check) and mypy --strict on our packages
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict client sidecar operator localenv tests
+
+.PHONY: fmt
+fmt: venv ## Format the code with ruff
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+##@ Tests
+.PHONY: test
+test: venv localenv-install ## Every tier: unit, integration, e2e (real Kafka + kube-apiserver)
+	$(PYTEST) tests
+
+.PHONY: test-unit
+test-unit: venv ## Unit tests only: nothing running
+	$(PYTEST) tests/unit
+
+.PHONY: test-integration
+test-integration: venv localenv-install ## Integration tests against the real Kafka and kube-apiserver
+	$(PYTEST) tests/integration
+
+##@ Local environment (real Kafka + etcd + kube-apiserver on 127.0.0.1)
+.PHONY: localenv-install
+localenv-install: venv ## Build/fetch Kafka, etcd, kube-apiserver and kubectl into ~/.cache/kafka-sidecar
+	$(PY) -m kafka_sidecar_localenv install
+
+.PHONY: localenv-up
+localenv-up: localenv-install ## Start the local environment (BROKERS=3 for three Kafka nodes)
+	$(PY) -m kafka_sidecar_localenv up --brokers $(BROKERS)
+
+.PHONY: localenv-down
+localenv-down: venv ## Stop everything localenv-up started
+	$(PY) -m kafka_sidecar_localenv down
+
+.PHONY: clean
+clean: ## Remove the venv and build outputs (the component cache in ~/.cache stays)
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

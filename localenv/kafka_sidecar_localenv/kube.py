@@ -1,0 +1,168 @@
+"""A real Kubernetes control plane: etcd plus kube-apiserver on 127.0.0.1, RBAC on.
+
+The same pair controller-runtime's envtest runs. There is no kubelet, scheduler or
+controller-manager: pods are stored, not run, and nothing garbage-collects owned objects.
+"""
+
+from __future__ import annotations
+
+import ssl
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kafka_sidecar_localenv.certs import CertificateAuthority, KeyPair, service_account_key
+from kafka_sidecar_localenv.processes import (
+    ManagedProcess,
+    free_port,
+    require_installed,
+    wait_until,
+)
+from kafka_sidecar_localenv.versions import KUBERNETES_VERSION, CacheLayout
+
+KUBECONFIG_TEMPLATE = """apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster:
+    server: {server}
+    certificate-authority: {ca}
+users:
+- name: admin
+  user:
+    client-certificate: {cert}
+    client-key: {key}
+contexts:
+- name: local
+  context:
+    cluster: local
+    user: admin
+current-context: local
+"""
+
+
+@dataclass
+class ControlPlane:
+    """etcd + kube-apiserver rooted at ``workdir``, with an admin kubeconfig."""
+
+    layout: CacheLayout
+    workdir: Path
+    etcd: ManagedProcess | None = None
+    apiserver: ManagedProcess | None = None
+    port: int = 0
+    ca: CertificateAuthority | None = None
+    admin: KeyPair | None = None
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "kubeconfig"
+
+    @property
+    def kubectl(self) -> Path:
+        return self.layout.kubectl
+
+    def start(self, timeout: float = 120.0) -> ControlPlane:
+        require_installed(self.layout.etcd_binary, self.layout.kube_apiserver)
+        certs = self.workdir / "pki"
+        self.ca = CertificateAuthority.create(certs)
+        serving = self.ca.issue(certs, "apiserver", common_name="kube-apiserver",
+                                hosts=("127.0.0.1", "localhost"))
+        self.admin = self.ca.issue(certs, "admin", common_name="admin",
+                                   organization="system:masters", client=True)
+        sa_key = service_account_key(certs / "service-account.key")
+
+        etcd_port, peer_port = free_port(), free_port()
+        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        self.etcd = ManagedProcess(
+            name="etcd",
+            argv=[
+                str(self.layout.etcd_binary),
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-cluster=default=http://127.0.0.1:{peer_port}",
+                "--unsafe-no-fsync=true",
+                "--quota-backend-bytes=4294967296",
+            ],
+            log_path=self.workdir / "logs" / "etcd.log",
+        ).start()
+        wait_until(self.etcd, lambda: _http_ok(f"{etcd_url}/health"), timeout, "healthy")
+
+        self.port = free_port()
+        self.apiserver = ManagedProcess(
+            name="kube-apiserver",
+            argv=[
+                str(self.layout.kube_apiserver),
+                f"--etcd-servers={etcd_url}",
+                f"--secure-port={self.port}",
+                "--bind-address=127.0.0.1",
+                f"--cert-dir={certs}",
+                f"--tls-cert-file={serving.cert}",
+                f"--tls-private-key-file={serving.key}",
+                f"--client-ca-file={self.ca.pair.cert}",
+                "--authorization-mode=RBAC",
+                f"--service-account-issuer={self.server}/",
+                f"--service-account-key-file={sa_key}",
+                f"--service-account-signing-key-file={sa_key}",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--allow-privileged=true",
+                # No controller-manager creates default ServiceAccounts, so this plugin would
+                # reject every pod.
+                "--disable-admission-plugins=ServiceAccount",
+                *self.extra_args,
+            ],
+            log_path=self.workdir / "logs" / "kube-apiserver.log",
+        ).start()
+        self.kubeconfig.write_text(
+            KUBECONFIG_TEMPLATE.format(
+                server=self.server, ca=self.ca.pair.cert, cert=self.admin.cert, key=self.admin.key
+            )
+        )
+        wait_until(self.apiserver, self._ready, timeout, "ready (/readyz)")
+        return self
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """TLS context that trusts the local CA and presents the admin client certificate."""
+        assert self.ca is not None and self.admin is not None
+        context = ssl.create_default_context(cafile=str(self.ca.pair.cert))
+        context.load_cert_chain(str(self.admin.cert), str(self.admin.key))
+        return context
+
+    def _ready(self) -> bool:
+        return _http_ok(f"{self.server}/readyz", self.ssl_context())
+
+    def stop(self) -> None:
+        # The API server first: it would log etcd connection errors for every watch otherwise.
+        for process in (self.apiserver, self.etcd):
+            if process is not None:
+                process.stop()
+
+    def logs(self) -> dict[str, Path]:
+        return {"etcd": self.workdir / "logs" / "etcd.log",
+                "kube-apiserver": self.workdir / "logs" / "kube-apiserver.log"}
+
+    def describe(self) -> dict[str, object]:
+        """The ``kubernetes`` section of ``.localenv/state.json``."""
+        return {
+            "version": KUBERNETES_VERSION,
+            "server": self.server,
+            "kubeconfig": str(self.kubeconfig),
+            "kubectl": str(self.kubectl),
+            "etcd": {"pid": self.etcd.pid if self.etcd else None, "log": str(self.logs()["etcd"])},
+            "apiserver": {
+                "pid": self.apiserver.pid if self.apiserver else None,
+                "log": str(self.logs()["kube-apiserver"]),
+            },
+        }
+
+
+def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310
+        return bool(response.status == 200)

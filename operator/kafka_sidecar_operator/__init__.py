@@ -1,0 +1,1 @@
+"""The kopf operator: injects the producer sidecar and reconciles KafkaSidecarPolicy."""

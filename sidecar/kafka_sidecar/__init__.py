@@ -1,0 +1,1 @@
+"""The producer sidecar: one confluent-kafka producer per pod, served over gRPC."""

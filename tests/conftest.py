@@ -1,0 +1,117 @@
+"""Session fixtures that own the real servers: a Kafka cluster and a Kubernetes control plane.
+
+Integration and e2e tests fail (never skip) when a component cannot start. A failing test's
+report carries the tails of the server logs, and the session fails if anything it started is
+still running at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from pathlib import Path
+
+import pytest
+from kafka_sidecar_localenv import processes
+from kafka_sidecar_localenv.kafka import KafkaCluster
+from kafka_sidecar_localenv.kube import ControlPlane
+from kafka_sidecar_localenv.versions import CacheLayout, default_layout
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from tests.support import create_topic, unique_name
+
+# name -> log file of every server this session started; tails go into failing reports.
+SERVER_LOGS: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def layout() -> CacheLayout:
+    return default_layout()
+
+
+def _start_kafka(layout: CacheLayout, workdir: Path, size: int) -> Iterator[KafkaCluster]:
+    cluster = KafkaCluster(layout, workdir, size=size)
+    try:
+        cluster.start()
+        SERVER_LOGS.update({f"{name}@{size}": path for name, path in cluster.logs().items()})
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka(layout: CacheLayout, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """A one-node Kafka cluster for the whole session."""
+    yield from _start_kafka(layout, tmp_path_factory.mktemp("kafka"), size=1)
+
+
+@pytest.fixture(scope="session")
+def kafka3(layout: CacheLayout, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """A three-node Kafka cluster (replication factor 3, min.insync.replicas 2)."""
+    yield from _start_kafka(layout, tmp_path_factory.mktemp("kafka3"), size=3)
+
+
+@pytest.fixture(scope="session")
+def control_plane(
+    layout: CacheLayout, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlPlane]:
+    """etcd + kube-apiserver with RBAC and an admin kubeconfig."""
+    plane = ControlPlane(layout, tmp_path_factory.mktemp("kubernetes"))
+    try:
+        plane.start()
+        SERVER_LOGS.update(plane.logs())
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def api_client(control_plane: ControlPlane) -> Iterator[k8s.ApiClient]:
+    """A Kubernetes API client logged in as the admin user of the control plane."""
+    client = k8s_config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    with client:
+        yield client
+
+
+@pytest.fixture
+def topic(kafka: KafkaCluster) -> str:
+    """A fresh one-partition topic on the one-node cluster."""
+    return create_topic(kafka)
+
+
+@pytest.fixture
+def namespace(api_client: k8s.ApiClient) -> Iterator[str]:
+    """A fresh namespace, deleted after the test."""
+    core = k8s.CoreV1Api(api_client)
+    name = unique_name("ns")
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
+    yield name
+    # Without a controller-manager the namespace stays Terminating; that is harmless here.
+    core.delete_namespace(name)
+
+
+SERVER_FIXTURES = {"kafka", "kafka3", "control_plane"}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach the server logs' tails to a failing test's report: the evidence is in them."""
+    report = yield
+    uses_servers = SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+    if report.failed and uses_servers:
+        for name, path in SERVER_LOGS.items():
+            report.sections.append((f"server log: {name} ({path})", processes.log_tail(path)))
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the session if a server it started outlived it, and stop the stragglers."""
+    leftovers = [p for p in processes.STARTED if p.alive()]
+    for process in leftovers:
+        process.stop(grace=5)
+    if leftovers:
+        names = ", ".join(f"{p.name} (pid {p.pid})" for p in leftovers)
+        session.config.get_terminal_writer().line(f"processes left running: {names}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
