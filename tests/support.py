@@ -6,7 +6,8 @@ import time
 import uuid
 
 from confluent_kafka import Consumer, Message
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 from kafka_sidecar_localenv.kafka import KafkaCluster
 
 

@@ -1,1 +1,1 @@
-"""Drop-in ``confluent_kafka.Producer`` that sends through the pod's producer sidecar when enabled."""
+"""Drop-in ``confluent_kafka.Producer`` that sends through the pod's sidecar when enabled."""

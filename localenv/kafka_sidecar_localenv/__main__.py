@@ -1,4 +1,4 @@
-"""``python -m kafka_sidecar_localenv install|up|down|status`` — what the Makefile's localenv targets run.
+"""``python -m kafka_sidecar_localenv install|up|down|status``: the Makefile's localenv targets.
 
 ``up`` writes ``.localenv/state.json`` (DESIGN §7) and leaves the servers running detached;
 ``down`` stops exactly the pids recorded there and removes the state.
@@ -43,8 +43,10 @@ def up(root: Path, brokers: int) -> int:
     plane = ControlPlane(layout, root / "kubernetes")
     try:
         kafka.start()
-        say(f"Kafka ({brokers} node(s)) ready at {kafka.bootstrap_servers} "
-            f"after {time.monotonic() - started:.1f}s")
+        say(
+            f"Kafka ({brokers} node(s)) ready at {kafka.bootstrap_servers} "
+            f"after {time.monotonic() - started:.1f}s"
+        )
         mark = time.monotonic()
         plane.start()
         say(f"kube-apiserver ready at {plane.server} after {time.monotonic() - mark:.1f}s")
@@ -84,8 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kafka_sidecar_localenv")
     parser.add_argument("command", choices=["install", "up", "down", "status"])
     parser.add_argument("--root", type=Path, default=Path(".localenv"))
-    parser.add_argument("--brokers", type=int, default=int(os.environ.get("BROKERS", "1")),
-                        help="Kafka nodes to start (default: $BROKERS or 1)")
+    parser.add_argument(
+        "--brokers",
+        type=int,
+        default=int(os.environ.get("BROKERS", "1")),
+        help="Kafka nodes to start (default: $BROKERS or 1)",
+    )
     args = parser.parse_args(argv)
     root = args.root.resolve()
     if args.brokers not in (1, 3):

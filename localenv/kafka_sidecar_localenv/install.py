@@ -36,7 +36,7 @@ KAFKA_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <dependencies>
     <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId>
       <version>{kafka}</version></dependency>
-    <!-- Kafka 4.x still logs through SLF4J 1.7: log4j-slf4j-impl binds it, log4j-slf4j2-impl would not. -->
+    <!-- Kafka 4.x logs through SLF4J 1.7: log4j-slf4j-impl binds it, log4j-slf4j2-impl does not -->
     <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId>
       <version>{log4j}</version></dependency>
     <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId>
@@ -113,8 +113,14 @@ def ensure_kafka(layout: CacheLayout) -> None:
         plugin = f"org.apache.maven.plugins:maven-dependency-plugin:{MAVEN_DEPENDENCY_PLUGIN}"
         run(
             [
-                "mvn", "-B", "-q", "-f", "pom.xml", f"{plugin}:copy-dependencies",
-                "-DincludeScope=runtime", f"-DoutputDirectory={scratch / 'libs'}",
+                "mvn",
+                "-B",
+                "-q",
+                "-f",
+                "pom.xml",
+                f"{plugin}:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={scratch / 'libs'}",
             ],
             cwd=scratch,
         )
@@ -141,8 +147,16 @@ def ensure_etcd(layout: CacheLayout) -> None:
         run(["go", "mod", "tidy"], cwd=scratch, env=GO_ENV)
         ldflags = f"-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=v{ETCD_VERSION}"
         run(
-            ["go", "build", "-trimpath", "-ldflags", ldflags, "-o", "bin/etcd",
-             "go.etcd.io/etcd/server/v3"],
+            [
+                "go",
+                "build",
+                "-trimpath",
+                "-ldflags",
+                ldflags,
+                "-o",
+                "bin/etcd",
+                "go.etcd.io/etcd/server/v3",
+            ],
             cwd=scratch,
             env=GO_ENV,
         )
@@ -177,7 +191,7 @@ def version_ldflags(version: str) -> str:
 
 
 def ensure_kubernetes(layout: CacheLayout) -> None:
-    """Compile kube-apiserver and a kubectl of the same version from the ``k8s.io/kubernetes`` module.
+    """Compile kube-apiserver and a kubectl of the same version from ``k8s.io/kubernetes``.
 
     k/k requires its staging modules at v0.0.0 and replaces them with local paths, which a consumer
     cannot see; the wrapper module's replace lines are generated from the go.mod the proxy serves.
@@ -190,13 +204,21 @@ def ensure_kubernetes(layout: CacheLayout) -> None:
     def build(scratch: Path) -> None:
         run(["go", "mod", "init", "example.invalid/kubernetes-bins"], cwd=scratch, env=GO_ENV)
         info = json.loads(
-            run(["go", "mod", "download", "-json", f"k8s.io/kubernetes@v{version}"],
-                cwd=scratch, env=GO_ENV)
+            run(
+                ["go", "mod", "download", "-json", f"k8s.io/kubernetes@v{version}"],
+                cwd=scratch,
+                env=GO_ENV,
+            )
         )
         for module in staging_modules(Path(info["GoMod"]).read_text()):
-            run(["go", "mod", "edit", f"-replace={module}={module}@{staging_version}"],
-                cwd=scratch, env=GO_ENV)
-        run(["go", "mod", "edit", f"-require=k8s.io/kubernetes@v{version}"], cwd=scratch, env=GO_ENV)
+            run(
+                ["go", "mod", "edit", f"-replace={module}={module}@{staging_version}"],
+                cwd=scratch,
+                env=GO_ENV,
+            )
+        run(
+            ["go", "mod", "edit", f"-require=k8s.io/kubernetes@v{version}"], cwd=scratch, env=GO_ENV
+        )
         (scratch / "tools.go").write_text(
             "//go:build tools\n\npackage tools\n\nimport (\n"
             '\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n'
@@ -207,13 +229,21 @@ def ensure_kubernetes(layout: CacheLayout) -> None:
         for command in ("kube-apiserver", "kubectl"):
             with step(f"Kubernetes {version}: go build {command}"):
                 run(
-                    ["go", "build", "-trimpath", "-ldflags", ldflags, "-o", f"bin/{command}",
-                     f"k8s.io/kubernetes/cmd/{command}"],
+                    [
+                        "go",
+                        "build",
+                        "-trimpath",
+                        "-ldflags",
+                        ldflags,
+                        "-o",
+                        f"bin/{command}",
+                        f"k8s.io/kubernetes/cmd/{command}",
+                    ],
                     cwd=scratch,
                     env=GO_ENV,
                 )
 
-    with step(f"Kubernetes {version}: compiling kube-apiserver and kubectl (cold: ~20 min)"):
+    with step(f"Kubernetes {version}: compiling kube-apiserver and kubectl (cold: about 5 min)"):
         build_into(layout.kubernetes, build)
 
 

@@ -84,10 +84,16 @@ class KafkaCluster:
 
     def _java(self, main: str, *args: str) -> list[str]:
         return [
-            "java", *HEAP, "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            "java",
+            *HEAP,
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
             f"-Dkafka.logs.dir={self.workdir / 'logs'}",
             f"-Dlog4j2.configurationFile={self.layout.kafka / 'log4j2.properties'}",
-            "-cp", f"{self.layout.kafka_libs}/*", main, *args,
+            "-cp",
+            f"{self.layout.kafka_libs}/*",
+            main,
+            *args,
         ]
 
     def start(self, timeout: float = 120.0) -> KafkaCluster:
@@ -117,12 +123,21 @@ class KafkaCluster:
 
     def _format(self, node: KafkaNode, cluster_id: str) -> None:
         # StorageTool is short-lived and needs little heap; keep its start fast.
-        argv = self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
-                          "-c", str(node.config_path), "--ignore-formatted")
+        argv = self._java(
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(node.config_path),
+            "--ignore-formatted",
+        )
         argv = [a for a in argv if a not in HEAP]
         proc = subprocess.run(argv, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            raise ComponentError(f"kafka node {node.node_id}: storage format failed\n{proc.stdout}{proc.stderr}")
+            raise ComponentError(
+                f"kafka node {node.node_id}: storage format failed\n{proc.stdout}{proc.stderr}"
+            )
 
     def start_node(self, node: KafkaNode) -> None:
         """(Re)start one node with its existing storage."""
@@ -156,7 +171,10 @@ class KafkaCluster:
             self.stop_node(node)
 
     def logs(self) -> dict[str, Path]:
-        return {f"kafka-{n.node_id}": self.workdir / "logs" / f"kafka-{n.node_id}.log" for n in self.nodes}
+        return {
+            f"kafka-{n.node_id}": self.workdir / "logs" / f"kafka-{n.node_id}.log"
+            for n in self.nodes
+        }
 
     def describe(self) -> dict[str, object]:
         """The ``kafka`` section of ``.localenv/state.json``."""
@@ -172,4 +190,3 @@ class KafkaCluster:
                 for n in self.nodes
             ],
         }
-

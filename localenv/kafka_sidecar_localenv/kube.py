@@ -70,10 +70,12 @@ class ControlPlane:
         require_installed(self.layout.etcd_binary, self.layout.kube_apiserver)
         certs = self.workdir / "pki"
         self.ca = CertificateAuthority.create(certs)
-        serving = self.ca.issue(certs, "apiserver", common_name="kube-apiserver",
-                                hosts=("127.0.0.1", "localhost"))
-        self.admin = self.ca.issue(certs, "admin", common_name="admin",
-                                   organization="system:masters", client=True)
+        serving = self.ca.issue(
+            certs, "apiserver", common_name="kube-apiserver", hosts=("127.0.0.1", "localhost")
+        )
+        self.admin = self.ca.issue(
+            certs, "admin", common_name="admin", organization="system:masters", client=True
+        )
         sa_key = service_account_key(certs / "service-account.key")
 
         etcd_port, peer_port = free_port(), free_port()
@@ -130,7 +132,8 @@ class ControlPlane:
 
     def ssl_context(self) -> ssl.SSLContext:
         """TLS context that trusts the local CA and presents the admin client certificate."""
-        assert self.ca is not None and self.admin is not None
+        assert self.ca is not None
+        assert self.admin is not None
         context = ssl.create_default_context(cafile=str(self.ca.pair.cert))
         context.load_cert_chain(str(self.admin.cert), str(self.admin.key))
         return context
@@ -145,8 +148,10 @@ class ControlPlane:
                 process.stop()
 
     def logs(self) -> dict[str, Path]:
-        return {"etcd": self.workdir / "logs" / "etcd.log",
-                "kube-apiserver": self.workdir / "logs" / "kube-apiserver.log"}
+        return {
+            "etcd": self.workdir / "logs" / "etcd.log",
+            "kube-apiserver": self.workdir / "logs" / "kube-apiserver.log",
+        }
 
     def describe(self) -> dict[str, object]:
         """The ``kubernetes`` section of ``.localenv/state.json``."""

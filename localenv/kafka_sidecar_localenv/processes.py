@@ -27,9 +27,7 @@ def require_installed(*paths: Path) -> None:
     """Fail with the fix when a component was never built into the cache."""
     missing = [str(path) for path in paths if not path.exists()]
     if missing:
-        raise ComponentError(
-            f"not installed: {', '.join(missing)} (run `make localenv-install`)"
-        )
+        raise ComponentError(f"not installed: {', '.join(missing)} (run `make localenv-install`)")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -111,7 +109,9 @@ class ManagedProcess:
 
     def fail(self, reason: str) -> ComponentError:
         """An error naming this component, with its log tail, for a test report."""
-        return ComponentError(f"{self.name}: {reason}\n--- {self.log_path} ---\n{log_tail(self.log_path)}")
+        return ComponentError(
+            f"{self.name}: {reason}\n--- {self.log_path} ---\n{log_tail(self.log_path)}"
+        )
 
 
 def terminate(pid: int, grace: float) -> None:
@@ -139,10 +139,8 @@ def wait_until(
     while time.monotonic() < deadline:
         if not process.alive():
             raise process.fail(f"exited before {what}")
-        try:
+        with contextlib.suppress(Exception):  # any probe error means "not ready yet"
             if ready():
                 return
-        except Exception:  # noqa: BLE001 - any probe error means "not yet"
-            pass
         time.sleep(0.25)
     raise process.fail(f"not {what} after {timeout:.0f}s")

@@ -1,6 +1,6 @@
 """Pinned versions of every component the local environment builds, and where their caches live.
 
-Changing a version here changes the cache directory name, so the next run rebuilds exactly that part.
+A version is part of its cache directory name, so changing one rebuilds exactly that part.
 """
 
 from __future__ import annotations

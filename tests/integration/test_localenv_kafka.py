@@ -11,7 +11,9 @@ from tests.support import consume_all, create_topic
 pytestmark = pytest.mark.integration
 
 
-def test_ten_thousand_messages_produced_are_all_consumed_back(kafka: KafkaCluster, topic: str) -> None:
+def test_ten_thousand_messages_produced_are_all_consumed_back(
+    kafka: KafkaCluster, topic: str
+) -> None:
     producer = Producer({"bootstrap.servers": kafka.bootstrap_servers, "acks": "all"})
     errors: list[KafkaError] = []
 
@@ -45,8 +47,7 @@ def test_replicated_topic_keeps_accepting_acks_all_writes_with_one_broker_stoppe
 
     def produce_batch(start: int) -> None:
         for i in range(start, start + 1000):
-            producer.produce(topic, value=str(i).encode(), partition=i % 3,
-                             on_delivery=on_delivery)
+            producer.produce(topic, value=str(i).encode(), partition=i % 3, on_delivery=on_delivery)
             producer.poll(0)
         assert producer.flush(60) == 0
 
