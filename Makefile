@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml
 
 ##@ Quality
 .PHONY: lint
-lint: venv ## ruff (lint + format check) and mypy --strict on our packages
+lint: venv proto-check ## ruff (lint + format check), mypy --strict, import contracts, proto drift
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict client sidecar operator localenv tests
@@ -40,6 +40,21 @@ lint: venv ## ruff (lint + format check) and mypy --strict on our packages
 fmt: venv ## Format the code with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+##@ API
+PROTO := protos/kafka_sidecar_api/v1/sidecar.proto
+.PHONY: proto
+proto: venv ## Regenerate the gRPC code in client/kafka_sidecar_api from protos/
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m grpc_tools.protoc -Iprotos --python_out=client --mypy_out=client \
+	  --grpc_python_out=client --mypy_grpc_out=client $(PROTO)
+
+.PHONY: proto-check
+proto-check: venv ## Fail when the checked-in generated code differs from what `make proto` makes
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m grpc_tools.protoc -Iprotos --python_out=$$tmp --mypy_out=$$tmp \
+	  --grpc_python_out=$$tmp --mypy_grpc_out=$$tmp $(PROTO) && \
+	diff -ru $$tmp/kafka_sidecar_api/v1 client/kafka_sidecar_api/v1 --exclude=__init__.py \
+	  --exclude=__pycache__ || { echo "generated code is stale: run 'make proto'"; exit 1; }
 
 ##@ Tests
 .PHONY: test
