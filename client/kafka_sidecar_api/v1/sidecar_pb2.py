@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"kafka_sidecar_api/v1/sidecar.proto\x12\x10kafka_sidecar.v1\"3\n\x06Header\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\x05value\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x42\x08\n\x06_value\"\xef\x01\n\x0eProduceRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x10\n\x03key\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x12)\n\x07headers\x18\x03 \x03(\x0b\x32\x18.kafka_sidecar.v1.Header\x12\x18\n\x0b\x65vent_bytes\x18\x04 \x01(\x0cH\x01\x88\x01\x01\x12\x11\n\tclient_id\x18\x05 \x01(\t\x12\x10\n\x08sequence\x18\x06 \x01(\x04\x12\x16\n\tpartition\x18\x07 \x01(\x05H\x02\x88\x01\x01\x12\x14\n\x0ctimestamp_ms\x18\x08 \x01(\x03\x42\x06\n\x04_keyB\x0e\n\x0c_event_bytesB\x0c\n\n_partition\"\x90\x01\n\nProduceAck\x12\x10\n\x08received\x18\x01 \x01(\x08\x12/\n\nerror_code\x18\x02 \x01(\x0e\x32\x1b.kafka_sidecar.v1.ErrorCode\x12\x16\n\x0eretry_after_ms\x18\x03 \x01(\r\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x10\n\x08sequence\x18\x05 \x01(\x04\"a\n\rTopicCounters\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x04\x12\r\n\x05\x61\x63ked\x18\x03 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\x04\x12\x10\n\x08\x66\x61llback\x18\x05 \x01(\x04\"\x93\x01\n\x0cProduceBatch\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x30\n\x06\x65vents\x18\x02 \x03(\x0b\x32 .kafka_sidecar.v1.ProduceRequest\x12\x0b\n\x03\x61pp\x18\x03 \x01(\t\x12\x31\n\x08\x63ounters\x18\x04 \x03(\x0b\x32\x1f.kafka_sidecar.v1.TopicCounters\"=\n\x0fProduceBatchAck\x12*\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x1c.kafka_sidecar.v1.ProduceAck\"%\n\x10SubscribeRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\"\xf8\x01\n\x0e\x44\x65liveryReport\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12/\n\nerror_code\x18\x05 \x01(\x0e\x32\x1b.kafka_sidecar.v1.ErrorCode\x12\x18\n\x10kafka_error_code\x18\x06 \x01(\x05\x12\x15\n\rerror_message\x18\x07 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x08 \x01(\x03\x12\x17\n\x0flatency_seconds\x18\t \x01(\x02\x12\x11\n\tretriable\x18\n \x01(\x08\"Y\n\x13\x44\x65liveryReportBatch\x12\x31\n\x07reports\x18\x01 \x03(\x0b\x32 .kafka_sidecar.v1.DeliveryReport\x12\x0f\n\x07\x64ropped\x18\x02 \x01(\x04*\xf5\x02\n\tErrorCode\x12\x13\n\x0f\x45RROR_CODE_NONE\x10\x00\x12\x1e\n\x1a\x45RROR_CODE_INVALID_REQUEST\x10\x01\x12\x1c\n\x18\x45RROR_CODE_INVALID_TOPIC\x10\x02\x12 \n\x1c\x45RROR_CODE_TOPIC_NOT_ALLOWED\x10\x03\x12 \n\x1c\x45RROR_CODE_MESSAGE_TOO_LARGE\x10\x04\x12\x1e\n\x1a\x45RROR_CODE_INVALID_HEADERS\x10\x05\x12\x1a\n\x16\x45RROR_CODE_BUFFER_FULL\x10\x06\x12\x1c\n\x18\x45RROR_CODE_SHUTTING_DOWN\x10\x07\x12 \n\x1c\x45RROR_CODE_KAFKA_UNAVAILABLE\x10\x08\x12\x1a\n\x16\x45RROR_CODE_KAFKA_ERROR\x10\t\x12 \n\x1c\x45RROR_CODE_UNKNOWN_PARTITION\x10\n\x12\x17\n\x13\x45RROR_CODE_INTERNAL\x10\x0b\x32\x8a\x02\n\x0fProducerSidecar\x12\x46\n\x04\x45mit\x12 .kafka_sidecar.v1.ProduceRequest\x1a\x1c.kafka_sidecar.v1.ProduceAck\x12N\n\tEmitBatch\x12\x1e.kafka_sidecar.v1.ProduceBatch\x1a!.kafka_sidecar.v1.ProduceBatchAck\x12_\n\x10SubscribeReports\x12\".kafka_sidecar.v1.SubscribeRequest\x1a%.kafka_sidecar.v1.DeliveryReportBatch0\x01\x42?\n\x16io.kafkasidecar.api.v1P\x01Z#kafka-sidecar.io/api/kafkasidecarv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"kafka_sidecar_api/v1/sidecar.proto\x12\x10kafka_sidecar.v1\"3\n\x06Header\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\x05value\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x42\x08\n\x06_value\"\xef\x01\n\x0eProduceRequest\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x10\n\x03key\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x12)\n\x07headers\x18\x03 \x03(\x0b\x32\x18.kafka_sidecar.v1.Header\x12\x18\n\x0b\x65vent_bytes\x18\x04 \x01(\x0cH\x01\x88\x01\x01\x12\x11\n\tclient_id\x18\x05 \x01(\t\x12\x10\n\x08sequence\x18\x06 \x01(\x04\x12\x16\n\tpartition\x18\x07 \x01(\x05H\x02\x88\x01\x01\x12\x14\n\x0ctimestamp_ms\x18\x08 \x01(\x03\x42\x06\n\x04_keyB\x0e\n\x0c_event_bytesB\x0c\n\n_partition\"\x90\x01\n\nProduceAck\x12\x10\n\x08received\x18\x01 \x01(\x08\x12/\n\nerror_code\x18\x02 \x01(\x0e\x32\x1b.kafka_sidecar.v1.ErrorCode\x12\x16\n\x0eretry_after_ms\x18\x03 \x01(\r\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x10\n\x08sequence\x18\x05 \x01(\x04\"q\n\rTopicCounters\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x04\x12\r\n\x05\x61\x63ked\x18\x03 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\x04\x12\x10\n\x08\x66\x61llback\x18\x05 \x01(\x04\x12\x0e\n\x06resent\x18\x06 \x01(\x04\"\x93\x01\n\x0cProduceBatch\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x30\n\x06\x65vents\x18\x02 \x03(\x0b\x32 .kafka_sidecar.v1.ProduceRequest\x12\x0b\n\x03\x61pp\x18\x03 \x01(\t\x12\x31\n\x08\x63ounters\x18\x04 \x03(\x0b\x32\x1f.kafka_sidecar.v1.TopicCounters\"Q\n\x0fProduceBatchAck\x12*\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x1c.kafka_sidecar.v1.ProduceAck\x12\x12\n\nsidecar_id\x18\x02 \x01(\t\"%\n\x10SubscribeRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\"\xf8\x01\n\x0e\x44\x65liveryReport\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12/\n\nerror_code\x18\x05 \x01(\x0e\x32\x1b.kafka_sidecar.v1.ErrorCode\x12\x18\n\x10kafka_error_code\x18\x06 \x01(\x05\x12\x15\n\rerror_message\x18\x07 \x01(\t\x12\x14\n\x0ctimestamp_ms\x18\x08 \x01(\x03\x12\x17\n\x0flatency_seconds\x18\t \x01(\x02\x12\x11\n\tretriable\x18\n \x01(\x08\"m\n\x13\x44\x65liveryReportBatch\x12\x31\n\x07reports\x18\x01 \x03(\x0b\x32 .kafka_sidecar.v1.DeliveryReport\x12\x0f\n\x07\x64ropped\x18\x02 \x01(\x04\x12\x12\n\nsidecar_id\x18\x03 \x01(\t*\xf5\x02\n\tErrorCode\x12\x13\n\x0f\x45RROR_CODE_NONE\x10\x00\x12\x1e\n\x1a\x45RROR_CODE_INVALID_REQUEST\x10\x01\x12\x1c\n\x18\x45RROR_CODE_INVALID_TOPIC\x10\x02\x12 \n\x1c\x45RROR_CODE_TOPIC_NOT_ALLOWED\x10\x03\x12 \n\x1c\x45RROR_CODE_MESSAGE_TOO_LARGE\x10\x04\x12\x1e\n\x1a\x45RROR_CODE_INVALID_HEADERS\x10\x05\x12\x1a\n\x16\x45RROR_CODE_BUFFER_FULL\x10\x06\x12\x1c\n\x18\x45RROR_CODE_SHUTTING_DOWN\x10\x07\x12 \n\x1c\x45RROR_CODE_KAFKA_UNAVAILABLE\x10\x08\x12\x1a\n\x16\x45RROR_CODE_KAFKA_ERROR\x10\t\x12 \n\x1c\x45RROR_CODE_UNKNOWN_PARTITION\x10\n\x12\x17\n\x13\x45RROR_CODE_INTERNAL\x10\x0b\x32\x8a\x02\n\x0fProducerSidecar\x12\x46\n\x04\x45mit\x12 .kafka_sidecar.v1.ProduceRequest\x1a\x1c.kafka_sidecar.v1.ProduceAck\x12N\n\tEmitBatch\x12\x1e.kafka_sidecar.v1.ProduceBatch\x1a!.kafka_sidecar.v1.ProduceBatchAck\x12_\n\x10SubscribeReports\x12\".kafka_sidecar.v1.SubscribeRequest\x1a%.kafka_sidecar.v1.DeliveryReportBatch0\x01\x42?\n\x16io.kafkasidecar.api.v1P\x01Z#kafka-sidecar.io/api/kafkasidecarv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,8 +32,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kafka_sidecar_api.v1.sideca
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\026io.kafkasidecar.api.v1P\001Z#kafka-sidecar.io/api/kafkasidecarv1'
-  _globals['_ERRORCODE']._serialized_start=1192
-  _globals['_ERRORCODE']._serialized_end=1565
+  _globals['_ERRORCODE']._serialized_start=1248
+  _globals['_ERRORCODE']._serialized_end=1621
   _globals['_HEADER']._serialized_start=56
   _globals['_HEADER']._serialized_end=107
   _globals['_PRODUCEREQUEST']._serialized_start=110
@@ -41,17 +41,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PRODUCEACK']._serialized_start=352
   _globals['_PRODUCEACK']._serialized_end=496
   _globals['_TOPICCOUNTERS']._serialized_start=498
-  _globals['_TOPICCOUNTERS']._serialized_end=595
-  _globals['_PRODUCEBATCH']._serialized_start=598
-  _globals['_PRODUCEBATCH']._serialized_end=745
-  _globals['_PRODUCEBATCHACK']._serialized_start=747
-  _globals['_PRODUCEBATCHACK']._serialized_end=808
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=810
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=847
-  _globals['_DELIVERYREPORT']._serialized_start=850
-  _globals['_DELIVERYREPORT']._serialized_end=1098
-  _globals['_DELIVERYREPORTBATCH']._serialized_start=1100
-  _globals['_DELIVERYREPORTBATCH']._serialized_end=1189
-  _globals['_PRODUCERSIDECAR']._serialized_start=1568
-  _globals['_PRODUCERSIDECAR']._serialized_end=1834
+  _globals['_TOPICCOUNTERS']._serialized_end=611
+  _globals['_PRODUCEBATCH']._serialized_start=614
+  _globals['_PRODUCEBATCH']._serialized_end=761
+  _globals['_PRODUCEBATCHACK']._serialized_start=763
+  _globals['_PRODUCEBATCHACK']._serialized_end=844
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=846
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=883
+  _globals['_DELIVERYREPORT']._serialized_start=886
+  _globals['_DELIVERYREPORT']._serialized_end=1134
+  _globals['_DELIVERYREPORTBATCH']._serialized_start=1136
+  _globals['_DELIVERYREPORTBATCH']._serialized_end=1245
+  _globals['_PRODUCERSIDECAR']._serialized_start=1624
+  _globals['_PRODUCERSIDECAR']._serialized_end=1890
 # @@protoc_insertion_point(module_scope)

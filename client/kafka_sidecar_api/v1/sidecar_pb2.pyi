@@ -251,11 +251,14 @@ class TopicCounters(_message.Message):
     ACKED_FIELD_NUMBER: _builtins.int
     FAILED_FIELD_NUMBER: _builtins.int
     FALLBACK_FIELD_NUMBER: _builtins.int
+    RESENT_FIELD_NUMBER: _builtins.int
     topic: _builtins.str
     attempts: _builtins.int
     acked: _builtins.int
     failed: _builtins.int
     fallback: _builtins.int
+    resent: _builtins.int
+    """Events sent a second time after a failover; each may be a duplicate downstream."""
     def __init__(
         self,
         *,
@@ -264,10 +267,11 @@ class TopicCounters(_message.Message):
         acked: _builtins.int = ...,
         failed: _builtins.int = ...,
         fallback: _builtins.int = ...,
+        resent: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acked", b"acked", "attempts", b"attempts", "failed", b"failed", "fallback", b"fallback", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acked", b"acked", "attempts", b"attempts", "failed", b"failed", "fallback", b"fallback", "resent", b"resent", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -309,16 +313,22 @@ class ProduceBatchAck(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ACKS_FIELD_NUMBER: _builtins.int
+    SIDECAR_ID_FIELD_NUMBER: _builtins.int
+    sidecar_id: _builtins.str
+    """The sidecar process that answered (random per start). Reports of the accepted events come on
+    a stream from the same sidecar_id; if that stream ends first, resend them.
+    """
     @_builtins.property
     def acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProduceAck]: ...
     def __init__(
         self,
         *,
         acks: _abc.Iterable[Global___ProduceAck] | None = ...,
+        sidecar_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "sidecar_id", b"sidecar_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -404,8 +414,13 @@ class DeliveryReportBatch(_message.Message):
 
     REPORTS_FIELD_NUMBER: _builtins.int
     DROPPED_FIELD_NUMBER: _builtins.int
+    SIDECAR_ID_FIELD_NUMBER: _builtins.int
     dropped: _builtins.int
     """Reports dropped for this client since the last batch because its ring buffer overflowed."""
+    sidecar_id: _builtins.str
+    """The sidecar process serving the stream. The first message of every stream carries it (and
+    may have no reports): events another sidecar_id accepted will never be reported here.
+    """
     @_builtins.property
     def reports(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryReport]: ...
     def __init__(
@@ -413,10 +428,11 @@ class DeliveryReportBatch(_message.Message):
         *,
         reports: _abc.Iterable[Global___DeliveryReport] | None = ...,
         dropped: _builtins.int = ...,
+        sidecar_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped", b"dropped", "reports", b"reports"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped", b"dropped", "reports", b"reports", "sidecar_id", b"sidecar_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

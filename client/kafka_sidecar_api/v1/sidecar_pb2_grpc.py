@@ -56,6 +56,7 @@ class ProducerSidecarServicer:
 
     def Emit(self, request, context):
         """Emit one event (the seed interface). Prefer EmitBatch: one RPC per event is the slow path.
+        A full buffer fails the call with RESOURCE_EXHAUSTED and "retry-after-ms", as for EmitBatch.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

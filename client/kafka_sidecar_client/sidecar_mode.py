@@ -1,0 +1,467 @@
+"""Sidecar mode: ``produce()`` only enqueues; threads send batches, read reports, fall back.
+
+Per process (a fork gets a fresh instance). Every event not yet resolved is in exactly one of
+``unsent`` (waiting to be sent, in sequence order) or ``inflight`` (sent to a sidecar or to the
+direct fallback, waiting for its report); a resolved event waits in ``completions`` until the
+app's ``poll()`` runs its callback. ``inflight`` is the truth: a report or ack for an event that
+is no longer there (purged, or re-sent after a failover) is ignored.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import random
+import secrets
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+from confluent_kafka import KafkaError, KafkaException, Message
+from kafka_sidecar_api.v1.sidecar_pb2 import DeliveryReportBatch, ErrorCode
+
+from kafka_sidecar_client.config import ClientSettings, kafka_limit
+from kafka_sidecar_client.counters import ACKED, ATTEMPTS, FAILED, FALLBACK, RESENT, Counters
+from kafka_sidecar_client.delivery import DeliveredMessage, refusal_error, report_error
+from kafka_sidecar_client.events import (
+    DeliveryCallback,
+    Event,
+    Headers,
+    take_batch,
+)
+from kafka_sidecar_client.fallback import DirectFallback
+from kafka_sidecar_client.transport import (
+    SidecarBackpressure,
+    SidecarRefused,
+    SidecarTransport,
+    SidecarUnreachable,
+)
+
+log = logging.getLogger(__name__)
+
+# (event, error, partition, offset, broker timestamp ms, latency seconds)
+Completion = tuple[Event, KafkaError | None, int, int, int, float]
+State = Literal["sidecar", "fallback"]
+
+
+class SidecarMode:
+    """The per-process machinery behind a sidecar-mode ``Producer``."""
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        settings: ClientSettings,
+        default_callback: DeliveryCallback | None,
+    ) -> None:
+        self.settings = settings
+        self.default_callback = default_callback
+        self.client_id = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
+        self.max_outstanding = kafka_limit(config, "queue.buffering.max.messages", 100_000)
+        self.max_message_bytes = kafka_limit(config, "message.max.bytes", 1_000_000)
+        self.lock = threading.Lock()
+        self.sender_wake = threading.Condition(self.lock)
+        self.poller_wake = threading.Condition(self.lock)
+        self.unsent: deque[Event] = deque()
+        self.inflight: dict[int, Event] = {}
+        self.completions: deque[Completion] = deque()
+        self.outstanding = 0
+        self.next_sequence = 1
+        self.counters = Counters()
+        self.state: State = "sidecar"
+        self.fallback_since = 0.0
+        self.next_probe = 0.0
+        self.live_sidecar: str | None = None
+        self.ended_sidecars: set[str] = set()
+        self.sender_idle = False
+        self.pollers = 0
+        self.flushing = False
+        self.closed = False
+        self.started = False
+        self.fallback = DirectFallback(config, self.client_id)
+        self.transport: SidecarTransport | None = None
+
+    # -- the app's calls --------------------------------------------------------------------
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        partition: int,
+        callback: DeliveryCallback | None,
+        timestamp: int,
+        headers: Headers | None,
+    ) -> None:
+        size = (len(value) if value else 0) + (len(key) if key else 0)
+        if size > self.max_message_bytes:
+            raise KafkaException(
+                KafkaError(
+                    KafkaError.MSG_SIZE_TOO_LARGE,
+                    f"Message size {size} exceeds message.max.bytes {self.max_message_bytes}",
+                )
+            )
+        with self.lock:
+            if self.outstanding >= self.max_outstanding:
+                raise BufferError("Local: Queue full")
+            sequence = self.next_sequence
+            self.next_sequence = sequence + 1
+            self.unsent.append(
+                Event(
+                    sequence,
+                    topic,
+                    value,
+                    key,
+                    partition,
+                    timestamp,
+                    headers,
+                    callback or self.default_callback,
+                    time.monotonic(),
+                )
+            )
+            self.outstanding += 1
+            self.counters.add(topic, ATTEMPTS)
+            if self.sender_idle:
+                self.sender_wake.notify()
+        if not self.started:
+            self._start()
+
+    def poll(self, timeout: float | None = None) -> int:
+        """Run the callbacks of resolved events; wait up to ``timeout`` for one (None: forever)."""
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        with self.lock:
+            while not self.completions:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return 0
+                self.pollers += 1
+                self.poller_wake.wait(remaining)
+                self.pollers -= 1
+            ready, self.completions = self.completions, deque()
+            self.outstanding -= len(ready)
+        served = 0
+        try:
+            for event, error, partition, offset, timestamp, latency in ready:
+                served += 1
+                if event.callback is not None:
+                    event.callback(
+                        error, DeliveredMessage(event, error, partition, offset, timestamp, latency)
+                    )
+        finally:
+            if served < len(ready):  # a callback raised: keep the rest for the next poll
+                rest = list(ready)[served:]
+                with self.lock:
+                    self.completions.extendleft(reversed(rest))
+                    self.outstanding += len(rest)
+        return served
+
+    def flush(self, timeout: float | None = None) -> int:
+        """Wait until every event is resolved and its callback ran; returns how many are left."""
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        with self.lock:
+            self.flushing = True
+            self.sender_wake.notify()
+        try:
+            while True:
+                with self.lock:
+                    if self.outstanding == 0:
+                        return 0
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    with self.lock:
+                        return self.outstanding
+                self.poll(0.1 if remaining is None else min(remaining, 0.1))
+        finally:
+            self.flushing = False
+
+    def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
+        """Drop events like confluent's purge(); their callbacks report _PURGE_QUEUE/INFLIGHT."""
+        with self.lock:
+            if in_queue:
+                for event in self.unsent:
+                    self._complete(event, KafkaError(KafkaError._PURGE_QUEUE))
+                self.unsent.clear()
+            if in_flight:
+                for event in list(self.inflight.values()):
+                    self._complete(event, KafkaError(KafkaError._PURGE_INFLIGHT))
+                self.inflight.clear()
+        if self.fallback.created:
+            self.fallback.producer.purge(in_queue, in_flight, blocking)
+
+    def __len__(self) -> int:
+        return self.outstanding
+
+    # -- threads ----------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        with self.lock:
+            if self.started:
+                return
+            self.started = True
+        self.transport = SidecarTransport(
+            self.settings.address, self.settings.rpc_timeout_ms / 1000
+        )
+        for target, name in ((self._send_loop, "sender"), (self._report_loop, "reports")):
+            threading.Thread(target=target, name=f"kafka-sidecar-{name}", daemon=True).start()
+
+    def _send_loop(self) -> None:
+        while not self.closed:
+            with self.lock:
+                if self.state == "fallback":
+                    batch = None
+                else:
+                    self._wait_for_events()
+                    if not self.unsent:
+                        continue
+                    batch = take_batch(
+                        self.unsent, self.settings.batch_max_events, self.settings.batch_max_bytes
+                    )
+                    for event in batch:  # before the call: a report may arrive before the ack
+                        self.inflight[event.sequence] = event
+                    counters = self.counters.snapshot_if_changed()
+            if batch is None:
+                self._fallback_step()
+            else:
+                self._send(batch, counters)
+
+    def _wait_for_events(self) -> None:
+        """Sleep until there is something to send; with a linger, let a batch fill up first."""
+        while not self.unsent and not self.closed:
+            self.sender_idle = True
+            self.sender_wake.wait(1.0)
+            self.sender_idle = False
+        linger = self.settings.linger_ms / 1000
+        if linger and not self.flushing and len(self.unsent) < self.settings.batch_max_events:
+            self.sender_wake.wait(linger)
+
+    def _send(self, batch: list[Event], counters: Any) -> None:
+        assert self.transport is not None
+        try:
+            answer = self.transport.emit(
+                self.client_id, self.settings.app, [event.to_request() for event in batch], counters
+            )
+        except SidecarBackpressure as pressure:
+            with self.lock:
+                self._requeue(batch)
+            time.sleep(pressure.retry_after)
+            return
+        except SidecarUnreachable as error:
+            with self.lock:
+                self._requeue(batch)
+            self._enter_fallback(str(error))
+            return
+        except SidecarRefused as error:
+            with self.lock:
+                for event in batch:
+                    if self.inflight.pop(event.sequence, None) is not None:
+                        self._complete(event, KafkaError(KafkaError._INVALID_ARG, str(error)))
+            return
+        retry_after = 0.0
+        with self.lock:
+            sidecar = answer.sidecar_id
+            for index, (event, ack) in enumerate(zip(batch, answer.acks, strict=True)):
+                if ack.received:
+                    event.accepted_by = sidecar
+                elif ack.error_code == ErrorCode.ERROR_CODE_BUFFER_FULL:
+                    self._requeue(batch[index:])
+                    retry_after = ack.retry_after_ms / 1000
+                    break
+                elif self.inflight.pop(event.sequence, None) is not None:
+                    self._complete(event, refusal_error(ack.error_code, ack.error_message))
+            if sidecar in self.ended_sidecars:  # its stream ended before we heard the ack
+                self._requeue([e for e in batch if e.accepted_by == sidecar], resent=True)
+        if retry_after:
+            time.sleep(retry_after)
+
+    def _report_loop(self) -> None:
+        assert self.transport is not None
+        backoff = 0.05
+        while not self.closed:
+            sidecar = None
+            try:
+                for batch in self.transport.subscribe(self.client_id):
+                    if sidecar is None:
+                        sidecar = batch.sidecar_id
+                        self._stream_started(sidecar)
+                        backoff = 0.05
+                    self._resolve(batch)
+            except SidecarUnreachable:
+                pass
+            if sidecar is not None:
+                self._stream_ended(sidecar)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    # -- resolution -------------------------------------------------------------------------
+
+    def _resolve(self, batch: DeliveryReportBatch) -> None:
+        if batch.dropped:
+            log.warning(
+                "The sidecar dropped %d delivery report(s) for %s: their events stay "
+                "unresolved until purged",
+                batch.dropped,
+                self.client_id,
+            )
+        if not batch.reports:
+            return
+        now = time.monotonic()
+        with self.lock:
+            inflight = self.inflight
+            for report in batch.reports:
+                event = inflight.pop(report.sequence, None)
+                if event is None:
+                    continue
+                error = None if report.error_code == 0 else report_error(report)
+                self.completions.append(
+                    (
+                        event,
+                        error,
+                        report.partition,
+                        report.offset,
+                        report.timestamp_ms,
+                        now - event.started,
+                    )
+                )
+                self.counters.add(event.topic, ACKED if error is None else FAILED)
+            if self.pollers:
+                self.poller_wake.notify_all()
+
+    def _complete(
+        self,
+        event: Event,
+        error: KafkaError | None,
+        partition: int = -1,
+        offset: int = -1,
+        timestamp: int = 0,
+    ) -> None:
+        """Resolve one event (lock held)."""
+        self.completions.append(
+            (event, error, partition, offset, timestamp, time.monotonic() - event.started)
+        )
+        self.counters.add(event.topic, ACKED if error is None else FAILED)
+        if self.pollers:
+            self.poller_wake.notify_all()
+
+    def _requeue(self, events: Iterable[Event], resent: bool = False) -> None:
+        """Put events still in flight back in front of ``unsent``, in sequence order (lock held)."""
+        back = []
+        for event in events:
+            if self.inflight.pop(event.sequence, None) is not None:
+                if resent and not event.resent:
+                    event.resent = True
+                    self.counters.add(event.topic, RESENT)
+                event.accepted_by = None
+                back.append(event)
+        if back:
+            back.sort(key=lambda e: e.sequence)
+            self.unsent = deque(heapq.merge(back, self.unsent, key=lambda e: e.sequence))
+            self.sender_wake.notify()
+
+    def _stream_started(self, sidecar: str) -> None:
+        """Events another sidecar accepted will never be reported on this stream: resend them."""
+        with self.lock:
+            self.live_sidecar = sidecar
+            self.ended_sidecars.discard(sidecar)
+            orphans = [
+                e
+                for e in self.inflight.values()
+                if e.accepted_by is not None and e.accepted_by != sidecar
+            ]
+            self._requeue(orphans, resent=True)
+
+    def _stream_ended(self, sidecar: str) -> None:
+        """A sidecar ends its stream after delivering everything; what is left was lost with it."""
+        with self.lock:
+            if self.live_sidecar == sidecar:
+                self.live_sidecar = None
+            self.ended_sidecars.add(sidecar)
+            orphans = [e for e in self.inflight.values() if e.accepted_by == sidecar]
+            if orphans:
+                log.warning(
+                    "Lost the report stream of sidecar %s with %d event(s) unreported; "
+                    "re-sending them (possible duplicates)",
+                    sidecar,
+                    len(orphans),
+                )
+            self._requeue(orphans, resent=True)
+
+    # -- fallback ---------------------------------------------------------------------------
+
+    def _enter_fallback(self, reason: str) -> None:
+        if self.settings.fallback == "none":
+            log.warning(
+                "Sidecar unreachable (%s); fallback is off, keeping events buffered", reason
+            )
+            time.sleep(self.settings.probe_interval_ms / 1000)
+            return
+        with self.lock:
+            if self.state == "fallback":
+                return
+            self.state = "fallback"
+            self.fallback_since = time.monotonic()
+            self.next_probe = self.fallback_since + self._probe_delay()
+        log.warning(
+            "Sidecar unreachable (%s); producing directly to Kafka until it is back", reason
+        )
+
+    def _probe_delay(self) -> float:
+        interval = self.settings.probe_interval_ms / 1000
+        return interval * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not security
+
+    def _fallback_step(self) -> None:
+        """One round in fallback: drain what a sidecar still owes, send directly, probe."""
+        now = time.monotonic()
+        drain_until = self.fallback_since + self.settings.drain_timeout_ms / 1000
+        with self.lock:
+            owed = [e for e in self.inflight.values() if e.accepted_by is not None]
+            if owed and now >= drain_until:
+                self._requeue(owed, resent=True)
+                owed = []
+            batch: list[Event] = []
+            if not owed:  # keep order: nothing goes direct before what a sidecar holds
+                batch = list(self.unsent)
+                self.unsent.clear()
+                for event in batch:
+                    self.inflight[event.sequence] = event
+                    self.counters.add(event.topic, FALLBACK)
+            elif not self.unsent:
+                self.sender_wake.wait(0.05)
+        for event in batch:
+            self.fallback.send(event, self._delivered_directly)
+        self.fallback.poll(0 if batch else 0.05)
+        if time.monotonic() >= self.next_probe:
+            self._probe()
+
+    def _probe(self) -> None:
+        assert self.transport is not None
+        if not self.transport.healthy():
+            self.next_probe = time.monotonic() + self._probe_delay()
+            return
+        # Back to the sidecar only once the direct producer is empty, so no key is reordered.
+        self.fallback.producer.flush(self.settings.drain_timeout_ms / 1000)
+        if self.fallback.pending():
+            self.next_probe = time.monotonic() + self._probe_delay()
+            return
+        with self.lock:
+            self.state = "sidecar"
+        log.info("Sidecar is back; producing through it again")
+
+    def _delivered_directly(
+        self, event: Event, error: KafkaError | None, message: Message | None
+    ) -> None:
+        with self.lock:
+            if self.inflight.pop(event.sequence, None) is None:
+                return
+            if message is None or error is not None:
+                self._complete(event, error)
+            else:
+                self._complete(
+                    event,
+                    None,
+                    message.partition() or 0,
+                    message.offset() or 0,
+                    message.timestamp()[1],
+                )

@@ -1,0 +1,194 @@
+"""The sidecar's configuration: one frozen dataclass read from the environment, validated up front.
+
+Nothing else in the sidecar reads ``os.environ``; a bad value stops the process at start with a
+message naming the variable and the values it accepts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+PRODUCER_PREFIX = "KAFKA_PRODUCER_"
+DEFAULT_LISTEN = "unix:///var/run/kafka-sidecar/sidecar.sock"
+DEFAULT_METRICS_ADDR = "0.0.0.0:9464"
+
+# What the sidecar's single producer runs with unless KAFKA_PRODUCER_* says otherwise: no loss and
+# no reordering on retries (idempotence, acks=all), cheap bandwidth, and a short linger so the
+# events of all the pod's processes share batches.
+PRODUCER_DEFAULTS: dict[str, str] = {
+    "enable.idempotence": "true",
+    "acks": "all",
+    "compression.type": "lz4",
+    "linger.ms": "5",
+    "statistics.interval.ms": "5000",
+}
+
+LogFormat = Literal["text", "json"]
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConfigError(ValueError):
+    """A configuration value users must fix; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class SidecarConfig:
+    """Everything ``kafka-sidecar serve`` is configured with."""
+
+    producer: dict[str, str]
+    """librdkafka settings: PRODUCER_DEFAULTS overlaid with ``KAFKA_PRODUCER_<NAME>`` variables,
+    the name upper-cased with dots as underscores (``KAFKA_PRODUCER_BOOTSTRAP_SERVERS``)."""
+
+    listen: str = DEFAULT_LISTEN
+    """``KAFKA_SIDECAR_LISTEN``: the gRPC address, ``unix:///path`` (the pod's shared emptyDir)."""
+
+    listen_tcp: str | None = None
+    """``KAFKA_SIDECAR_LISTEN_TCP``: an extra loopback ``host:port`` for clients that cannot use a
+    Unix socket. Only loopback addresses are accepted: the sidecar has no authentication."""
+
+    metrics_addr: str | None = DEFAULT_METRICS_ADDR
+    """``KAFKA_SIDECAR_METRICS_ADDR``: ``host:port`` of /metrics, /healthz, /readyz; empty = off."""
+
+    allowed_topics: tuple[str, ...] | None = None
+    """``KAFKA_SIDECAR_ALLOWED_TOPICS``: comma-separated topic names or ``prefix*`` patterns the
+    pod may write to; unset = any topic."""
+
+    shutdown_grace_seconds: float = 25.0
+    """``KAFKA_SIDECAR_SHUTDOWN_GRACE_SECONDS``: on SIGTERM, how long to flush and deliver reports
+    before exiting. Keep it below the pod's terminationGracePeriodSeconds (default 30)."""
+
+    report_buffer_size: int = 200_000
+    """``KAFKA_SIDECAR_REPORT_BUFFER_SIZE``: delivery reports kept per client while it does not
+    read them; beyond that the oldest are dropped and counted."""
+
+    retry_after_ms: int = 50
+    """``KAFKA_SIDECAR_RETRY_AFTER_MS``: the wait suggested to clients when the buffer is full."""
+
+    max_clients: int = 1024
+    """``KAFKA_SIDECAR_MAX_CLIENTS``: client processes tracked at once; the longest idle is
+    forgotten first."""
+
+    log_level: str = "INFO"
+    """``KAFKA_SIDECAR_LOG_LEVEL``: one of DEBUG, INFO, WARNING, ERROR."""
+
+    log_format: LogFormat = "text"
+    """``KAFKA_SIDECAR_LOG_FORMAT``: ``text`` or ``json``."""
+
+    @property
+    def message_max_bytes(self) -> int:
+        """The producer's limit for one record (librdkafka's default is 1,000,000)."""
+        return int(self.producer.get("message.max.bytes", "1000000"))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SidecarConfig:
+        producer = dict(PRODUCER_DEFAULTS)
+        for name, value in env.items():
+            if name.startswith(PRODUCER_PREFIX) and len(name) > len(PRODUCER_PREFIX):
+                producer[name[len(PRODUCER_PREFIX) :].lower().replace("_", ".")] = value
+        if not producer.get("bootstrap.servers"):
+            raise ConfigError(
+                "KAFKA_PRODUCER_BOOTSTRAP_SERVERS is required: the brokers to produce to, "
+                "e.g. kafka-0.kafka:9092,kafka-1.kafka:9092"
+            )
+        if "message.max.bytes" in producer:
+            _positive_int(producer["message.max.bytes"], "KAFKA_PRODUCER_MESSAGE_MAX_BYTES")
+
+        listen = env.get("KAFKA_SIDECAR_LISTEN", DEFAULT_LISTEN)
+        if not listen.startswith("unix:"):
+            raise ConfigError(
+                f"KAFKA_SIDECAR_LISTEN must be a unix:///path address, got {listen!r} "
+                "(use KAFKA_SIDECAR_LISTEN_TCP for a loopback TCP port)"
+            )
+        listen_tcp = env.get("KAFKA_SIDECAR_LISTEN_TCP") or None
+        if listen_tcp is not None:
+            _loopback_address(listen_tcp, "KAFKA_SIDECAR_LISTEN_TCP")
+        metrics_addr = env.get("KAFKA_SIDECAR_METRICS_ADDR", DEFAULT_METRICS_ADDR) or None
+        if metrics_addr is not None:
+            _split_address(metrics_addr, "KAFKA_SIDECAR_METRICS_ADDR")
+
+        allowed_raw = env.get("KAFKA_SIDECAR_ALLOWED_TOPICS", "").strip()
+        allowed = tuple(t.strip() for t in allowed_raw.split(",") if t.strip()) or None
+
+        log_level = env.get("KAFKA_SIDECAR_LOG_LEVEL", "INFO").upper()
+        if log_level not in LOG_LEVELS:
+            raise ConfigError(
+                f"KAFKA_SIDECAR_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}"
+            )
+        log_format = env.get("KAFKA_SIDECAR_LOG_FORMAT", "text")
+        if log_format not in ("text", "json"):
+            raise ConfigError(f"KAFKA_SIDECAR_LOG_FORMAT must be text or json, got {log_format!r}")
+
+        return cls(
+            producer=producer,
+            listen=listen,
+            listen_tcp=listen_tcp,
+            metrics_addr=metrics_addr,
+            allowed_topics=allowed,
+            shutdown_grace_seconds=_positive_float(
+                env.get("KAFKA_SIDECAR_SHUTDOWN_GRACE_SECONDS", "25"),
+                "KAFKA_SIDECAR_SHUTDOWN_GRACE_SECONDS",
+            ),
+            report_buffer_size=_positive_int(
+                env.get("KAFKA_SIDECAR_REPORT_BUFFER_SIZE", "200000"),
+                "KAFKA_SIDECAR_REPORT_BUFFER_SIZE",
+            ),
+            retry_after_ms=_positive_int(
+                env.get("KAFKA_SIDECAR_RETRY_AFTER_MS", "50"), "KAFKA_SIDECAR_RETRY_AFTER_MS"
+            ),
+            max_clients=_positive_int(
+                env.get("KAFKA_SIDECAR_MAX_CLIENTS", "1024"), "KAFKA_SIDECAR_MAX_CLIENTS"
+            ),
+            log_level=log_level,
+            log_format="json" if log_format == "json" else "text",
+        )
+
+
+def _positive_int(raw: str, name: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a positive integer, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {raw!r}")
+    return value
+
+
+def _positive_float(raw: str, name: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+def _split_address(raw: str, name: str) -> tuple[str, int]:
+    host, sep, port = raw.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{name} must be host:port with a port 0-65535, got {raw!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - metrics are scraped by pod IP
+
+
+def _loopback_address(raw: str, name: str) -> None:
+    host, _ = _split_address(raw, name)
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError(
+            f"{name} must be a loopback address (127.0.0.0/8, ::1, localhost), "
+            f"got {raw!r}: the sidecar has no authentication"
+        )
+
+
+def split_address(raw: str) -> tuple[str, int]:
+    """``host:port`` of an address that ``from_env`` already validated."""
+    return _split_address(raw, "address")

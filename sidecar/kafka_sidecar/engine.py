@@ -1,0 +1,323 @@
+"""The sidecar's core: one producer, the clients that send through it, their delivery reports.
+
+``emit`` runs on the event loop and only hands events to librdkafka (no network waits);
+a dedicated thread polls the producer, whose per-event callback appends a report tuple to the
+client's ring buffer. Each report stream is woken once per poll, not once per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import secrets
+import threading
+from collections import Counter as Tally
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from confluent_kafka import KafkaError, KafkaException
+from kafka_sidecar_api.v1.sidecar_pb2 import (
+    ErrorCode,
+    ProduceBatchAck,
+    ProduceRequest,
+    TopicCounters,
+)
+
+from kafka_sidecar.config import SidecarConfig
+from kafka_sidecar.metrics import SidecarMetrics
+from kafka_sidecar.validation import (
+    ID_HEADER,
+    Rejection,
+    check_headers,
+    check_identity,
+    check_partition,
+    check_size,
+    check_topic,
+)
+
+log = logging.getLogger(__name__)
+
+# (sequence, error or None, topic, partition, offset, broker timestamp ms, latency seconds)
+Report = tuple[int, KafkaError | None, str, int, int, int, float]
+
+# librdkafka errors that mean "no broker reachable in time": a Kafka outage, not a bad event.
+UNAVAILABLE_ERRORS = frozenset(
+    {
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._TIMED_OUT,
+    }
+)
+
+
+class ProducerLike(Protocol):
+    """What the engine needs of ``confluent_kafka.Producer`` (a seam for unit tests)."""
+
+    def produce(self, topic: str, *args: Any, **kwargs: Any) -> None: ...
+
+    def poll(self, timeout: float = ...) -> int: ...
+
+    def flush(self, timeout: float = ...) -> int: ...
+
+    def __len__(self) -> int: ...
+
+
+@dataclass(eq=False)
+class Client:
+    """One client process: its ring buffer of reports and the stream that drains it."""
+
+    client_id: str
+    app: str
+    reports: deque[Report]
+    recent: list[Report]
+    touched: set[Client]
+    dropped: int = 0  # since the poll thread last looked (poll thread only)
+    dropped_total: int = 0  # since the stream last took reports
+    wake: asyncio.Event | None = None
+    subscribed: int = 0
+    id_prefix: bytes = b""
+
+    def delivered(self, sequence: int, err: KafkaError | None, msg: Any) -> None:
+        """librdkafka's delivery callback for one event of this client (poll thread)."""
+        reports = self.reports
+        if len(reports) == reports.maxlen:
+            self.dropped += 1
+        report = (
+            sequence,
+            err,
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+            msg.timestamp()[1],
+            msg.latency() or 0.0,
+        )
+        reports.append(report)
+        self.recent.append(report)
+        self.touched.add(self)
+
+
+class Engine:
+    """Accepts events for the producer and routes its delivery reports back to their clients."""
+
+    def __init__(
+        self,
+        producer: ProducerLike,
+        config: SidecarConfig,
+        metrics: SidecarMetrics,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.producer = producer
+        self.config = config
+        self.metrics = metrics
+        self.loop = loop
+        self.clients: OrderedDict[str, Client] = OrderedDict()
+        self.draining = False
+        # Distinguishes this sidecar process from its predecessor for clients after a restart.
+        self.sidecar_id = secrets.token_hex(8)
+        self._touched: set[Client] = set()
+        self._recent: list[Report] = []  # reports since the last poll, for metrics
+        self._max_bytes = config.message_max_bytes
+        self._valid_topics: set[str] = set()
+        metrics.track_queue_depth(lambda: len(producer))
+
+    # -- clients ----------------------------------------------------------------------------
+
+    def client(self, client_id: str, app: str = "") -> Client:
+        """The state of ``client_id``, created on first sight; the least recent is forgotten."""
+        found = self.clients.get(client_id)
+        if found is not None:
+            self.clients.move_to_end(client_id)
+            if app and not found.app:
+                found.app = app
+            return found
+        found = Client(
+            client_id=client_id,
+            app=app,
+            reports=deque(maxlen=self.config.report_buffer_size),
+            recent=self._recent,
+            touched=self._touched,
+            id_prefix=f"{client_id}:".encode(),
+        )
+        self.clients[client_id] = found
+        while len(self.clients) > self.config.max_clients:
+            oldest = next(iter(self.clients.values()))
+            if oldest.subscribed or oldest.reports:
+                break  # never drop a client that still has readers or undelivered reports
+            self.forget(oldest.client_id)
+        self.metrics.clients.set(len(self.clients))
+        return found
+
+    def forget(self, client_id: str) -> None:
+        self.clients.pop(client_id, None)
+        self.metrics.client_counters.retire(client_id)
+        self.metrics.clients.set(len(self.clients))
+
+    def record_counters(self, client: Client, counters: Sequence[TopicCounters]) -> None:
+        for c in counters:
+            self.metrics.client_counters.update(
+                client.client_id,
+                client.app,
+                c.topic,
+                (c.attempts, c.acked, c.failed, c.fallback, c.resent),
+            )
+
+    # -- emitting ---------------------------------------------------------------------------
+
+    def emit(
+        self, client_id: str, events: Sequence[ProduceRequest]
+    ) -> tuple[ProduceBatchAck, bool]:
+        """Hand ``events`` to the producer in order; answer one ack per event.
+
+        Returns the acks and whether the buffer was full before any event was accepted (the
+        servicer turns that into RESOURCE_EXHAUSTED).
+        """
+        answer = ProduceBatchAck(sidecar_id=self.sidecar_id)
+        acks = answer.acks
+        client = self.client(client_id)
+        produce = self.producer.produce
+        accepted: Tally[str] = Tally()
+        full_from = -1
+        for index, event in enumerate(events):
+            sequence = event.sequence
+            rejection = self._check(client_id, event)
+            if rejection is None:
+                value = event.event_bytes if event.HasField("event_bytes") else None
+                key = event.key if event.HasField("key") else None
+                headers = [(h.key, h.value if h.HasField("value") else None) for h in event.headers]
+                headers.append((ID_HEADER, client.id_prefix + str(sequence).encode()))
+                try:
+                    produce(
+                        event.topic,
+                        value,
+                        key,
+                        partition=event.partition if event.HasField("partition") else -1,
+                        timestamp=event.timestamp_ms,
+                        headers=headers,
+                        on_delivery=functools.partial(client.delivered, sequence),
+                    )
+                except BufferError:
+                    full_from = index
+                    break
+                except KafkaException as error:
+                    rejection = produce_error(error)
+                else:
+                    acks.add(received=True, sequence=sequence)
+                    accepted[event.topic] += 1
+                    continue
+            self.metrics.rejected.labels(ErrorCode.Name(rejection.code)).inc()
+            acks.add(
+                received=False,
+                sequence=sequence,
+                error_code=rejection.code,
+                error_message=rejection.message,
+            )
+        if full_from >= 0:
+            retry = self.config.retry_after_ms
+            for event in events[full_from:]:
+                acks.add(
+                    received=False,
+                    sequence=event.sequence,
+                    error_code=ErrorCode.ERROR_CODE_BUFFER_FULL,
+                    retry_after_ms=retry,
+                    error_message="the sidecar's producer buffer is full; retry later",
+                )
+            self.metrics.rejected.labels("ERROR_CODE_BUFFER_FULL").inc(len(events) - full_from)
+        for topic, count in accepted.items():
+            self.metrics.accepted.labels(topic).inc(count)
+        self.metrics.emit_batch.observe(len(events))
+        return answer, full_from == 0
+
+    def _check(self, client_id: str, event: ProduceRequest) -> Rejection | None:
+        rejection = check_identity(client_id, event.sequence)
+        if rejection is not None:
+            return rejection
+        topic = event.topic
+        if topic not in self._valid_topics:
+            rejection = check_topic(topic, self.config.allowed_topics)
+            if rejection is not None:
+                return rejection
+            if len(self._valid_topics) < 10_000:
+                self._valid_topics.add(topic)
+        if event.headers:
+            rejection = check_headers([h.key for h in event.headers])
+            if rejection is not None:
+                return rejection
+        if event.HasField("partition"):
+            rejection = check_partition(event.partition)
+            if rejection is not None:
+                return rejection
+        size = len(event.event_bytes) + len(event.key)
+        if event.headers:
+            size += sum(len(h.key) + len(h.value) for h in event.headers)
+        return check_size(size, self._max_bytes)
+
+    # -- delivery reports -------------------------------------------------------------------
+
+    def poll_forever(self, stop: threading.Event, interval: float = 0.05) -> None:
+        """The poll thread: serve delivery callbacks, fold their metrics, wake report streams."""
+        poll = self.producer.poll
+        while not stop.is_set():
+            if poll(interval):
+                self.after_poll()
+
+    def after_poll(self) -> None:
+        """Fold the poll's reports into metrics and wake each touched client's stream once."""
+        recent = self._recent
+        if recent:
+            acked: Tally[str] = Tally()
+            failed: Tally[tuple[str, ErrorCode.ValueType]] = Tally()
+            for _, err, topic, *_ in recent:
+                if err is None:
+                    acked[topic] += 1
+                else:
+                    failed[(topic, report_error(err)[0])] += 1
+            self.metrics.latency.observe_many(report[6] for report in recent)
+            recent.clear()
+            for topic, count in acked.items():
+                self.metrics.acked.labels(topic).inc(count)
+            for (topic, code), count in failed.items():
+                self.metrics.failed.labels(topic, ErrorCode.Name(code)).inc(count)
+        touched = list(self._touched)
+        self._touched.clear()
+        for client in touched:
+            if client.dropped:
+                self.metrics.reports_dropped.inc(client.dropped)
+                client.dropped_total += client.dropped
+                client.dropped = 0
+            if client.wake is not None:
+                self.loop.call_soon_threadsafe(client.wake.set)
+
+    def take_reports(self, client: Client) -> tuple[list[Report], int]:
+        """Every queued report of ``client`` and how many were dropped since the last take."""
+        reports = client.reports
+        taken = [reports.popleft() for _ in range(len(reports))]
+        dropped, client.dropped_total = client.dropped_total, 0
+        return taken, dropped
+
+    def idle(self) -> bool:
+        """Nothing left in the producer and no report waiting for its reader."""
+        return len(self.producer) == 0 and not any(c.reports for c in self.clients.values())
+
+
+def report_error(err: KafkaError) -> tuple[ErrorCode.ValueType, bool]:
+    """The API error code of a failed delivery, and whether resending could succeed."""
+    if err.code() in UNAVAILABLE_ERRORS:
+        return ErrorCode.ERROR_CODE_KAFKA_UNAVAILABLE, True
+    return ErrorCode.ERROR_CODE_KAFKA_ERROR, bool(err.retriable())
+
+
+def produce_error(error: KafkaException) -> Rejection:
+    """The error code for a synchronous produce() failure."""
+    kafka_error: KafkaError = error.args[0]
+    code = kafka_error.code()
+    if code == KafkaError._UNKNOWN_PARTITION:
+        return Rejection(ErrorCode.ERROR_CODE_UNKNOWN_PARTITION, f"partition: {kafka_error.str()}")
+    if code == KafkaError.MSG_SIZE_TOO_LARGE:
+        return Rejection(ErrorCode.ERROR_CODE_MESSAGE_TOO_LARGE, kafka_error.str())
+    if code == KafkaError._UNKNOWN_TOPIC:
+        return Rejection(ErrorCode.ERROR_CODE_KAFKA_ERROR, f"topic: {kafka_error.str()}")
+    return Rejection(ErrorCode.ERROR_CODE_INTERNAL, kafka_error.str())

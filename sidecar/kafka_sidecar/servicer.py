@@ -1,0 +1,143 @@
+"""The gRPC servicer: translates requests to ``Engine`` calls and its answers to statuses.
+
+Status codes are decided here and only here: UNAVAILABLE while draining (clients fall back),
+RESOURCE_EXHAUSTED with ``retry-after-ms`` when nothing fitted the buffer (clients wait).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+from kafka_sidecar_api.v1 import sidecar_pb2_grpc
+from kafka_sidecar_api.v1.sidecar_pb2 import (
+    DeliveryReportBatch,
+    ProduceAck,
+    ProduceBatch,
+    ProduceBatchAck,
+    ProduceRequest,
+    SubscribeRequest,
+)
+
+from kafka_sidecar.engine import Engine, Report, report_error
+
+MAX_REPORTS_PER_MESSAGE = 8192
+
+
+class ProducerSidecarServicer(sidecar_pb2_grpc.ProducerSidecarServicer):
+    """``kafka_sidecar.v1.ProducerSidecar`` over an ``Engine``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.closing = False
+
+    async def Emit(self, request: ProduceRequest, context: grpc.aio.ServicerContext) -> ProduceAck:
+        answer = await self._emit("Emit", request.client_id, [request], context)
+        return answer.acks[0]
+
+    async def EmitBatch(
+        self, request: ProduceBatch, context: grpc.aio.ServicerContext
+    ) -> ProduceBatchAck:
+        if request.client_id and request.counters:
+            client = self.engine.client(request.client_id, request.app)
+            self.engine.record_counters(client, request.counters)
+        return await self._emit("EmitBatch", request.client_id, request.events, context)
+
+    async def _emit(
+        self,
+        method: str,
+        client_id: str,
+        events: Sequence[ProduceRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> ProduceBatchAck:
+        requests = self.engine.metrics.requests
+        if self.engine.draining:
+            requests.labels(method, "UNAVAILABLE").inc()
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "the sidecar is shutting down; use the fallback"
+            )
+        if not client_id:
+            requests.labels(method, "INVALID_ARGUMENT").inc()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "client_id is required")
+        answer, buffer_full = self.engine.emit(client_id, events)
+        if buffer_full and events:
+            retry = str(self.engine.config.retry_after_ms)
+            context.set_trailing_metadata((("retry-after-ms", retry),))
+            requests.labels(method, "RESOURCE_EXHAUSTED").inc()
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the sidecar's producer buffer is full; retry in {retry} ms",
+            )
+        requests.labels(method, "OK").inc()
+        return answer
+
+    async def SubscribeReports(
+        self, request: SubscribeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[DeliveryReportBatch]:
+        if not request.client_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "client_id is required")
+        engine = self.engine
+        client = engine.client(request.client_id)
+        wake = asyncio.Event()
+        client.wake = wake  # a newer subscription replaces this one
+        client.subscribed += 1
+        engine.metrics.requests.labels("SubscribeReports", "OK").inc()
+        yield DeliveryReportBatch(sidecar_id=engine.sidecar_id)
+        try:
+            while True:
+                reports, dropped = engine.take_reports(client)
+                if reports or dropped:
+                    for start in range(0, max(len(reports), 1), MAX_REPORTS_PER_MESSAGE):
+                        batch = report_batch(reports[start : start + MAX_REPORTS_PER_MESSAGE])
+                        batch.sidecar_id = engine.sidecar_id
+                        batch.dropped = dropped if start == 0 else 0
+                        yield batch
+                    continue
+                if self.closing or client.wake is not wake:
+                    return
+                wake.clear()
+                if client.reports:
+                    continue
+                await wake.wait()
+        finally:
+            client.subscribed -= 1
+            if client.wake is wake:
+                client.wake = None
+
+    def close_streams(self) -> None:
+        """End every report stream once its queued reports are sent (shutdown)."""
+        self.closing = True
+        for client in list(self.engine.clients.values()):
+            if client.wake is not None:
+                client.wake.set()
+
+
+def report_batch(reports: list[Report]) -> DeliveryReportBatch:
+    """One stream message from report tuples; built with ``add`` so protobuf works in C."""
+    batch = DeliveryReportBatch()
+    add = batch.reports.add
+    for sequence, err, topic, partition, offset, timestamp, latency in reports:
+        if err is None:
+            add(
+                sequence=sequence,
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                timestamp_ms=timestamp,
+                latency_seconds=latency,
+            )
+        else:
+            code, retriable = report_error(err)
+            add(
+                sequence=sequence,
+                topic=topic,
+                partition=partition,
+                offset=-1,
+                error_code=code,
+                kafka_error_code=err.code(),
+                error_message=err.str(),
+                retriable=retriable,
+                latency_seconds=latency,
+            )
+    return batch
