@@ -7,13 +7,14 @@ still running at the end.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
 from kafka_sidecar_localenv import processes
 from kafka_sidecar_localenv.kafka import KafkaCluster
 from kafka_sidecar_localenv.kube import ControlPlane
+from kafka_sidecar_localenv.sidecar import SidecarProcess
 from kafka_sidecar_localenv.versions import CacheLayout, default_layout
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -90,7 +91,7 @@ def namespace(api_client: k8s.ApiClient) -> Iterator[str]:
     core.delete_namespace(name)
 
 
-SERVER_FIXTURES = {"kafka", "kafka3", "control_plane"}
+SERVER_FIXTURES = {"kafka", "kafka3", "control_plane", "start_sidecar"}
 
 
 @pytest.hookimpl(wrapper=True)
@@ -115,3 +116,35 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         names = ", ".join(f"{p.name} (pid {p.pid})" for p in leftovers)
         session.config.get_terminal_writer().line(f"processes left running: {names}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def start_sidecar(kafka: KafkaCluster, tmp_path: Path) -> Iterator[Callable[..., SidecarProcess]]:
+    """Start real ``kafka-sidecar serve`` processes against the one-node cluster."""
+    started: list[SidecarProcess] = []
+
+    def start(bootstrap: str | None = None, wait_ready: bool = True, **env: str) -> SidecarProcess:
+        sidecar = SidecarProcess(
+            bootstrap or kafka.bootstrap_servers, tmp_path / f"sidecar{len(started)}", env=env
+        )
+        started.append(sidecar)
+        SERVER_LOGS[f"sidecar{len(started)}"] = sidecar.workdir / "sidecar.log"
+        return sidecar.start(wait_ready=wait_ready)
+
+    yield start
+    for sidecar in started:
+        sidecar.stop()
+    for index in range(len(started)):
+        SERVER_LOGS.pop(f"sidecar{index + 1}", None)
+
+
+@pytest.fixture
+def sidecar_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[SidecarProcess], None]:
+    """Point this process's (and its children's) clients at a sidecar, as the webhook would."""
+
+    def point(sidecar: SidecarProcess) -> None:
+        monkeypatch.setenv("KAFKA_SIDECAR_MODE", "sidecar")
+        monkeypatch.setenv("KAFKA_SIDECAR_ADDRESS", sidecar.address)
+        monkeypatch.setenv("KAFKA_SIDECAR_PROBE_INTERVAL_MS", "200")
+
+    return point

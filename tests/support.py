@@ -28,7 +28,8 @@ def create_topic(cluster: KafkaCluster, partitions: int = 1, replication: int = 
 
 
 def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> list[Message]:
-    """Read ``topic`` from the beginning until ``expected`` messages arrived or time ran out."""
+    """Read ``topic`` from the beginning: at least ``expected`` messages (unless time runs out),
+    then on until nothing more arrives for a second, so duplicates cannot hide missing events."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -41,10 +42,11 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 60.0
     messages: list[Message] = []
     deadline = time.monotonic() + timeout
     try:
-        while len(messages) < expected and time.monotonic() < deadline:
-            messages.extend(
-                m for m in consumer.consume(num_messages=1000, timeout=1.0) if m.error() is None
-            )
+        while time.monotonic() < deadline:
+            batch = consumer.consume(num_messages=1000, timeout=1.0)
+            messages.extend(m for m in batch if m.error() is None)
+            if not batch and len(messages) >= expected:
+                break
     finally:
         consumer.close()
     return messages

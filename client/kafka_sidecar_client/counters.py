@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from kafka_sidecar_api.v1.sidecar_pb2 import TopicCounters
 
 ATTEMPTS, ACKED, FAILED, FALLBACK, RESENT = range(5)
+NAMES = ("attempts", "acked", "failed", "fallback", "resent")
 
 
 @dataclass
@@ -43,5 +44,5 @@ class Counters:
             for topic, row in self.by_topic.items()
         ]
 
-    def total(self, which: int) -> int:
-        return sum(row[which] for row in self.by_topic.values())
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        return {topic: dict(zip(NAMES, row, strict=True)) for topic, row in self.by_topic.items()}

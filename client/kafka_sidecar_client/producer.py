@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 # Why a Producer stayed direct although the environment asked for the sidecar, and how often.
 DIRECT_REASONS: dict[str, int] = {}
+_SILENT = logging.getLogger("kafka_sidecar_client.config_check")
+_SILENT.disabled = True
 
 
 class Producer:
@@ -123,6 +125,11 @@ class Producer:
     ) -> None:
         raise NotImplementedError
 
+    def emission_counters(self) -> dict[str, dict[str, int]]:
+        """Sidecar mode: this process's totals per topic (attempts, acked, failed, fallback,
+        resent), the figures it also reports to the sidecar. Empty in direct mode."""
+        return self._sidecar.counter_totals() if self._sidecar is not None else {}
+
     def __len__(self) -> int:
         if self._sidecar is not None:
             return len(self._sidecar)
@@ -147,4 +154,5 @@ def _validate(config: Mapping[str, Any]) -> None:
     probe = {
         k: v for k, v in config.items() if k not in ("bootstrap.servers", "metadata.broker.list")
     }
+    probe["logger"] = _SILENT  # it has no brokers on purpose: drop its warning about that
     KafkaProducer(probe)

@@ -194,6 +194,10 @@ class SidecarMode:
     def __len__(self) -> int:
         return self.outstanding
 
+    def counter_totals(self) -> dict[str, dict[str, int]]:
+        with self.lock:
+            return self.counters.as_dict()
+
     # -- threads ----------------------------------------------------------------------------
 
     def _start(self) -> None:

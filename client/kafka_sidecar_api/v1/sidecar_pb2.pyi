@@ -66,8 +66,6 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     """The sidecar's producer buffer is full (backpressure). Retry the same event after
     retry_after_ms; this is not an outage and must not trigger a fallback.
     """
-    ERROR_CODE_SHUTTING_DOWN: _ErrorCode.ValueType  # 7
-    """The sidecar is shutting down and accepts no new events. Fall back or wait for the next sidecar."""
     ERROR_CODE_KAFKA_UNAVAILABLE: _ErrorCode.ValueType  # 8
     """(Reports only) The brokers could not be reached before message.timeout.ms ran out. The sidecar
     itself is healthy: do not fall back, the Kafka cluster is the problem.
@@ -102,8 +100,6 @@ ERROR_CODE_BUFFER_FULL: ErrorCode.ValueType  # 6
 """The sidecar's producer buffer is full (backpressure). Retry the same event after
 retry_after_ms; this is not an outage and must not trigger a fallback.
 """
-ERROR_CODE_SHUTTING_DOWN: ErrorCode.ValueType  # 7
-"""The sidecar is shutting down and accepts no new events. Fall back or wait for the next sidecar."""
 ERROR_CODE_KAFKA_UNAVAILABLE: ErrorCode.ValueType  # 8
 """(Reports only) The brokers could not be reached before message.timeout.ms ran out. The sidecar
 itself is healthy: do not fall back, the Kafka cluster is the problem.

@@ -1,0 +1,46 @@
+"""Counting a process's TCP connections to the brokers, from /proc (what `ss -p` would show)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+ESTABLISHED = "01"
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    try:
+        entries = list(fd_dir.iterdir())
+    except (FileNotFoundError, PermissionError):
+        return inodes
+    for entry in entries:
+        try:
+            target = os.readlink(entry)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def broker_connections(pids: Iterable[int], broker_ports: Iterable[int]) -> int:
+    """Established TCP connections from ``pids`` to any of ``broker_ports`` on loopback."""
+    ports = {f"{port:04X}" for port in broker_ports}
+    inodes: set[str] = set()
+    for pid in pids:
+        inodes |= _socket_inodes(pid)
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            fields = line.split()
+            remote_port = fields[2].rsplit(":", 1)[1]
+            if fields[3] == ESTABLISHED and remote_port in ports and fields[9] in inodes:
+                count += 1
+    return count
