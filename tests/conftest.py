@@ -11,14 +11,14 @@ from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
 from kafka_sidecar_localenv import processes
 from kafka_sidecar_localenv.kafka import KafkaCluster
 from kafka_sidecar_localenv.kube import ControlPlane
 from kafka_sidecar_localenv.sidecar import SidecarProcess
 from kafka_sidecar_localenv.versions import CacheLayout, default_layout
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-
 from tests.support import create_topic, unique_name
 
 # name -> log file of every server this session started; tails go into failing reports.

@@ -8,6 +8,7 @@ import uuid
 from confluent_kafka import Consumer, Message
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
+
 from kafka_sidecar_localenv.kafka import KafkaCluster
 
 

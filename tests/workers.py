@@ -80,7 +80,7 @@ def run_workers(
     method: str, target: Any, args: Iterable[tuple[Any, ...]], timeout: float = 300
 ) -> list[dict[str, Any]]:
     """Start one process per args tuple with the given start method; collect their results."""
-    context = multiprocessing.get_context(method)
+    context: Any = multiprocessing.get_context(method)
     results = context.Queue()
     processes = [context.Process(target=target, args=(*a, results)) for a in args]
     for process in processes:
@@ -123,7 +123,8 @@ def offsets_by_value(messages: Iterable[Message]) -> dict[tuple[int, int], tuple
 def id_headers(messages: Iterable[Message]) -> dict[bytes, int]:
     counts: dict[bytes, int] = defaultdict(int)
     for message in messages:
-        for key, value in message.headers() or []:
-            if key == "kafka-sidecar-id" and value is not None:
+        headers: list[tuple[str, Any]] = list(message.headers() or [])  # type: ignore[arg-type]
+        for key, value in headers:
+            if key == "kafka-sidecar-id" and isinstance(value, bytes):
                 counts[value] += 1
     return counts

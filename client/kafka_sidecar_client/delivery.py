@@ -7,8 +7,8 @@ which path an event took, except by the ``kafka-sidecar-id`` header.
 from __future__ import annotations
 
 from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE, KafkaError
-from kafka_sidecar_api.v1.sidecar_pb2 import DeliveryReport, ErrorCode
 
+from kafka_sidecar_api.v1.sidecar_pb2 import DeliveryReport, ErrorCode
 from kafka_sidecar_client.events import Event, Headers
 
 # The librdkafka error an app would have seen from a direct producer for each sidecar refusal.

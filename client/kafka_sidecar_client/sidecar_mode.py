@@ -22,8 +22,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException, Message
-from kafka_sidecar_api.v1.sidecar_pb2 import DeliveryReportBatch, ErrorCode
 
+from kafka_sidecar_api.v1.sidecar_pb2 import DeliveryReportBatch, ErrorCode
 from kafka_sidecar_client.config import ClientSettings, kafka_limit
 from kafka_sidecar_client.counters import ACKED, ATTEMPTS, FAILED, FALLBACK, RESENT, Counters
 from kafka_sidecar_client.delivery import DeliveredMessage, refusal_error, report_error

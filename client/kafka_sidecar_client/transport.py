@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from kafka_sidecar_api.v1 import sidecar_pb2_grpc
 from kafka_sidecar_api.v1.sidecar_pb2 import (
     DeliveryReportBatch,

@@ -82,11 +82,11 @@ class SidecarProcess:
 
     def terminate(self) -> None:
         """SIGTERM, as the kubelet sends it; does not wait."""
-        assert self.process is not None and self.process.pid is not None
-        os.kill(self.process.pid, signal.SIGTERM)
+        os.kill(self.pid, signal.SIGTERM)
 
     def wait(self, timeout: float) -> int | None:
-        assert self.process is not None and self.process.popen is not None
+        assert self.process is not None
+        assert self.process.popen is not None
         return self.process.popen.wait(timeout)
 
     def kill(self) -> None:
@@ -99,7 +99,8 @@ class SidecarProcess:
 
     @property
     def pid(self) -> int:
-        assert self.process is not None and self.process.pid is not None
+        assert self.process is not None
+        assert self.process.pid is not None
         return self.process.pid
 
 

@@ -19,12 +19,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException
-from kafka_sidecar_api.v1.sidecar_pb2 import (
-    ErrorCode,
-    ProduceBatchAck,
-    ProduceRequest,
-    TopicCounters,
-)
 
 from kafka_sidecar.config import SidecarConfig
 from kafka_sidecar.metrics import SidecarMetrics
@@ -36,6 +30,12 @@ from kafka_sidecar.validation import (
     check_partition,
     check_size,
     check_topic,
+)
+from kafka_sidecar_api.v1.sidecar_pb2 import (
+    ErrorCode,
+    ProduceBatchAck,
+    ProduceRequest,
+    TopicCounters,
 )
 
 log = logging.getLogger(__name__)

@@ -18,13 +18,13 @@ import grpc
 from confluent_kafka import KafkaException, Producer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from kafka_sidecar_api.v1 import sidecar_pb2, sidecar_pb2_grpc
 
 from kafka_sidecar.config import ConfigError, SidecarConfig, split_address
 from kafka_sidecar.endpoints import start_http
 from kafka_sidecar.engine import Engine
 from kafka_sidecar.metrics import SidecarMetrics
 from kafka_sidecar.servicer import ProducerSidecarServicer
+from kafka_sidecar_api.v1 import sidecar_pb2, sidecar_pb2_grpc
 
 log = logging.getLogger(__name__)
 

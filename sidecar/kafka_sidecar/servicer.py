@@ -10,6 +10,8 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
+
+from kafka_sidecar.engine import Engine, Report, report_error
 from kafka_sidecar_api.v1 import sidecar_pb2_grpc
 from kafka_sidecar_api.v1.sidecar_pb2 import (
     DeliveryReportBatch,
@@ -19,8 +21,6 @@ from kafka_sidecar_api.v1.sidecar_pb2 import (
     ProduceRequest,
     SubscribeRequest,
 )
-
-from kafka_sidecar.engine import Engine, Report, report_error
 
 MAX_REPORTS_PER_MESSAGE = 8192
 

@@ -6,11 +6,11 @@ from collections.abc import Callable
 
 import confluent_kafka
 import pytest
+
+from kafka_sidecar_client import ClientConfigError, Producer
+from kafka_sidecar_client.producer import DIRECT_REASONS
 from kafka_sidecar_localenv.kafka import KafkaCluster
 from kafka_sidecar_localenv.sidecar import SidecarProcess, metric_sum
-
-from kafka_sidecar_client import Producer
-from kafka_sidecar_client.producer import DIRECT_REASONS
 from tests.support import consume_all, create_topic
 
 pytestmark = pytest.mark.integration
@@ -106,8 +106,6 @@ def test_sidecar_exposes_client_counters_by_app_and_topic(
 
 
 def test_bad_client_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kafka_sidecar_client import ClientConfigError
-
     monkeypatch.setenv("KAFKA_SIDECAR_MODE", "sidecars")
     with pytest.raises(ClientConfigError, match="KAFKA_SIDECAR_MODE must be 'direct' or 'sidecar'"):
         Producer({"bootstrap.servers": "127.0.0.1:1"})

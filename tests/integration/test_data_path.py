@@ -7,11 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
+from kafka_sidecar_client import Producer
 from kafka_sidecar_localenv.connections import broker_connections
 from kafka_sidecar_localenv.kafka import KafkaCluster
 from kafka_sidecar_localenv.sidecar import SidecarProcess, metric_sum
-
-from kafka_sidecar_client import Producer
 from tests import workers
 from tests.support import consume_all, create_topic
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
 from confluent_kafka import KafkaError
+
+from kafka_sidecar_client import Producer
 from kafka_sidecar_localenv.kafka import KafkaCluster
 from kafka_sidecar_localenv.processes import free_port
 from kafka_sidecar_localenv.sidecar import SidecarProcess, metric_sum
-
-from kafka_sidecar_client import Producer
 from tests import workers
 from tests.support import consume_all, create_topic
 
@@ -123,8 +124,6 @@ def test_client_returns_to_a_restarted_sidecar(
     during = workers.produce_sequence(producer, topic, worker=1, count=1000)
     assert producer.emission_counters()[topic]["fallback"] >= 1000
     sidecar.start()
-    import time
-
     deadline = time.monotonic() + 30
     while True:
         after = workers.produce_sequence(producer, topic, worker=2, count=100)

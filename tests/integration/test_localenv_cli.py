@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from kafka_sidecar_localenv.processes import pid_alive
 
 pytestmark = pytest.mark.integration

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from confluent_kafka import KafkaError, Message, Producer
-from kafka_sidecar_localenv.kafka import KafkaCluster
 
+from kafka_sidecar_localenv.kafka import KafkaCluster
 from tests.support import consume_all, create_topic
 
 pytestmark = pytest.mark.integration

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from kafka_sidecar_localenv.certs import CertificateAuthority
-from kafka_sidecar_localenv.kube import ControlPlane
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from kafka_sidecar_localenv.certs import CertificateAuthority
+from kafka_sidecar_localenv.kube import ControlPlane
 from tests.support import unique_name
 
 pytestmark = pytest.mark.integration

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from kafka_sidecar_api.v1 import sidecar_pb2_grpc
 from kafka_sidecar_api.v1.sidecar_pb2 import (
     ErrorCode,
@@ -17,7 +18,6 @@ from kafka_sidecar_api.v1.sidecar_pb2 import (
 )
 from kafka_sidecar_localenv.kafka import KafkaCluster
 from kafka_sidecar_localenv.sidecar import SidecarProcess
-
 from tests.support import create_topic
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,7 @@ def stub(
 
 
 def event(topic: str, sequence: int, **fields: object) -> ProduceRequest:
-    return ProduceRequest(topic=topic, sequence=sequence, event_bytes=b"v", **fields)  # type: ignore[arg-type]
+    return ProduceRequest(topic=topic, sequence=sequence, event_bytes=b"v", **fields)
 
 
 @pytest.mark.parametrize(
@@ -100,8 +100,8 @@ def test_missing_client_id_is_an_invalid_argument(
 ) -> None:
     with pytest.raises(grpc.RpcError) as raised:
         stub.EmitBatch(ProduceBatch(events=[event("t-x", 1)]))
-    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-    assert "client_id" in raised.value.details()  # type: ignore[attr-defined]
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "client_id" in raised.value.details()
 
 
 def test_unknown_partition_of_a_known_topic_is_refused(

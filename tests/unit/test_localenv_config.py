@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from kafka_sidecar_localenv.install import staging_modules, version_ldflags
 from kafka_sidecar_localenv.kafka import KafkaNode, node_properties
 from kafka_sidecar_localenv.versions import KUBERNETES_VERSION, CacheLayout
