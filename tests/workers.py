@@ -123,7 +123,7 @@ def offsets_by_value(messages: Iterable[Message]) -> dict[tuple[int, int], tuple
 def id_headers(messages: Iterable[Message]) -> dict[bytes, int]:
     counts: dict[bytes, int] = defaultdict(int)
     for message in messages:
-        headers: list[tuple[str, Any]] = list(message.headers() or [])  # type: ignore[arg-type]
+        headers: list[tuple[str, Any]] = list(message.headers() or [])
         for key, value in headers:
             if key == "kafka-sidecar-id" and isinstance(value, bytes):
                 counts[value] += 1

@@ -1,0 +1,191 @@
+"""The sidecar's engine with a fake producer: acks in order, backpressure, report routing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError
+
+from kafka_sidecar.config import SidecarConfig
+from kafka_sidecar.engine import Engine
+from kafka_sidecar.metrics import SidecarMetrics
+from kafka_sidecar.servicer import report_batch
+from kafka_sidecar_api.v1.sidecar_pb2 import ErrorCode, Header, ProduceRequest
+
+pytestmark = pytest.mark.unit
+
+
+class FakeMessage:
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self._topic, self._partition, self._offset = topic, partition, offset
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1234)
+
+    def latency(self) -> float:
+        return 0.002
+
+
+class FakeProducer:
+    """Keeps produced events until poll(); refuses beyond ``capacity`` like librdkafka."""
+
+    def __init__(self, capacity: int = 1000) -> None:
+        self.capacity = capacity
+        self.queue: list[dict[str, Any]] = []
+        self.offset = 0
+
+    def produce(self, topic: str, *args: Any, **kwargs: Any) -> None:
+        if len(self.queue) >= self.capacity:
+            raise BufferError("Local: Queue full")
+        value, key = args
+        self.queue.append({"topic": topic, "value": value, "key": key, **kwargs})
+
+    def poll(self, timeout: float = 0) -> int:
+        served = self.queue
+        self.queue = []
+        for entry in served:
+            error = KafkaError(KafkaError._MSG_TIMED_OUT) if entry["value"] == b"fail" else None
+            entry["on_delivery"](error, FakeMessage(entry["topic"], 0, self.offset))
+            self.offset += 1
+        return len(served)
+
+    def flush(self, timeout: float = 0) -> int:
+        self.poll()
+        return 0
+
+    def __len__(self) -> int:
+        return len(self.queue)
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def make_engine(
+    loop: asyncio.AbstractEventLoop, capacity: int = 1000
+) -> tuple[Engine, FakeProducer]:
+    producer = FakeProducer(capacity)
+    config = SidecarConfig.from_env(
+        {
+            "KAFKA_PRODUCER_BOOTSTRAP_SERVERS": "k:1",
+            "KAFKA_SIDECAR_REPORT_BUFFER_SIZE": "3",
+            "KAFKA_SIDECAR_RETRY_AFTER_MS": "25",
+        }
+    )
+    return Engine(producer, config, SidecarMetrics(), loop), producer
+
+
+def events(*sequences: int, topic: str = "t", value: bytes = b"v") -> list[ProduceRequest]:
+    return [ProduceRequest(topic=topic, sequence=s, event_bytes=value) for s in sequences]
+
+
+def test_events_are_produced_in_order_with_the_id_header(loop: asyncio.AbstractEventLoop) -> None:
+    engine, producer = make_engine(loop)
+    request = ProduceRequest(
+        topic="t",
+        sequence=1,
+        event_bytes=b"v",
+        key=b"k",
+        partition=2,
+        headers=[Header(key="h", value=b"1"), Header(key="n")],
+    )
+    answer, full = engine.emit("c1", [request, *events(2, 3)])
+    assert not full
+    assert [a.received for a in answer.acks] == [True, True, True]
+    assert answer.sidecar_id == engine.sidecar_id
+    first = producer.queue[0]
+    assert (first["key"], first["partition"]) == (b"k", 2)
+    assert first["headers"] == [("h", b"1"), ("n", None), ("kafka-sidecar-id", b"c1:1")]
+    assert [q["headers"][-1][1] for q in producer.queue] == [b"c1:1", b"c1:2", b"c1:3"]
+    assert producer.queue[1]["partition"] == -1  # absent = the partitioner decides
+
+
+def test_null_value_and_key_stay_null(loop: asyncio.AbstractEventLoop) -> None:
+    engine, producer = make_engine(loop)
+    engine.emit("c1", [ProduceRequest(topic="t", sequence=1)])
+    assert (producer.queue[0]["value"], producer.queue[0]["key"]) == (None, None)
+
+
+def test_full_buffer_refuses_the_event_and_every_later_one(loop: asyncio.AbstractEventLoop) -> None:
+    engine, _ = make_engine(loop, capacity=2)
+    answer, full = engine.emit("c1", events(1, 2, 3, 4))
+    assert not full  # two fitted: the caller gets per-event acks, not RESOURCE_EXHAUSTED
+    assert [a.received for a in answer.acks] == [True, True, False, False]
+    assert {a.error_code for a in answer.acks[2:]} == {ErrorCode.ERROR_CODE_BUFFER_FULL}
+    assert {a.retry_after_ms for a in answer.acks[2:]} == {25}
+    _, full = engine.emit("c1", events(5))
+    assert full
+
+
+def test_invalid_event_is_refused_alone(loop: asyncio.AbstractEventLoop) -> None:
+    engine, producer = make_engine(loop)
+    answer, _ = engine.emit("c1", [*events(1), *events(2, topic="no good"), *events(3)])
+    assert [a.error_code for a in answer.acks] == [
+        ErrorCode.ERROR_CODE_NONE,
+        ErrorCode.ERROR_CODE_INVALID_TOPIC,
+        ErrorCode.ERROR_CODE_NONE,
+    ]
+    assert len(producer.queue) == 2
+
+
+def test_reports_reach_their_own_client_only(loop: asyncio.AbstractEventLoop) -> None:
+    engine, producer = make_engine(loop)
+    engine.emit("a", events(1, 2))
+    engine.emit("b", events(1))
+    producer.poll()
+    engine.after_poll()
+    reports_a, dropped = engine.take_reports(engine.clients["a"])
+    assert [r[0] for r in reports_a] == [1, 2]
+    assert dropped == 0
+    reports_b, _ = engine.take_reports(engine.clients["b"])
+    assert [r[0] for r in reports_b] == [1]
+
+
+def test_report_ring_overflow_drops_the_oldest_and_counts(loop: asyncio.AbstractEventLoop) -> None:
+    engine, producer = make_engine(loop)  # ring of 3
+    engine.emit("a", events(1, 2, 3, 4, 5))
+    producer.poll()
+    engine.after_poll()
+    reports, dropped = engine.take_reports(engine.clients["a"])
+    assert [r[0] for r in reports] == [3, 4, 5]
+    assert dropped == 2
+
+
+def test_failed_delivery_becomes_a_report_with_codes(loop: asyncio.AbstractEventLoop) -> None:
+    engine, producer = make_engine(loop)
+    engine.emit("a", events(1, value=b"fail"))
+    producer.poll()
+    engine.after_poll()
+    reports, _ = engine.take_reports(engine.clients["a"])
+    (report,) = report_batch(reports).reports
+    assert report.error_code == ErrorCode.ERROR_CODE_KAFKA_UNAVAILABLE
+    assert report.kafka_error_code == KafkaError._MSG_TIMED_OUT
+    assert report.offset == -1
+    assert report.retriable
+
+
+def test_idle_means_no_queued_event_and_no_unread_report(loop: asyncio.AbstractEventLoop) -> None:
+    engine, producer = make_engine(loop)
+    assert engine.idle()
+    engine.emit("a", events(1))
+    assert not engine.idle()
+    producer.poll()
+    engine.after_poll()
+    assert not engine.idle()  # the report still waits for its reader
+    engine.take_reports(engine.clients["a"])
+    assert engine.idle()
