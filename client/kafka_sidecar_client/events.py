@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from time import monotonic
 from typing import Any
 
-from kafka_sidecar_api.v1.sidecar_pb2 import Header, ProduceRequest
+from kafka_sidecar_api.v1.sidecar_pb2 import Header, ProduceBatch
 
 Headers = list[tuple[str, bytes | None]]
 DeliveryCallback = Callable[[Any, Any], None]
@@ -33,7 +34,6 @@ class Event:
 
     def __init__(
         self,
-        sequence: int,
         topic: str,
         value: bytes | None,
         key: bytes | None,
@@ -41,9 +41,8 @@ class Event:
         timestamp: int,
         headers: Headers | None,
         callback: DeliveryCallback | None,
-        started: float,
+        size: int,
     ) -> None:
-        self.sequence = sequence
         self.topic = topic
         self.value = value
         self.key = key
@@ -51,32 +50,44 @@ class Event:
         self.timestamp = timestamp
         self.headers = headers
         self.callback = callback
-        self.started = started
-        self.size = (len(value) if value else 0) + (len(key) if key else 0)
+        self.size = size
+        self.started = monotonic()
+        self.sequence = 0  # set under the producer's lock
         # The sidecar instance that accepted the event; its report stream must deliver the report.
         self.accepted_by: str | None = None
         # Sent before and possibly written: a re-send may be a duplicate.
         self.resent = False
 
-    def to_request(self) -> ProduceRequest:
-        request = ProduceRequest(
-            topic=self.topic, sequence=self.sequence, timestamp_ms=self.timestamp
-        )
-        if self.value is not None:
-            request.event_bytes = self.value
-        if self.key is not None:
-            request.key = self.key
-        if self.partition >= 0:
-            request.partition = self.partition
-        if self.headers:
-            request.headers.extend(
-                Header(key=k) if v is None else Header(key=k, value=v) for k, v in self.headers
-            )
-        return request
-
     def id_header(self, client_id: str) -> tuple[str, bytes]:
         """The header the sidecar adds; the direct fallback adds the same one."""
         return (ID_HEADER, f"{client_id}:{self.sequence}".encode())
+
+
+def add_to_batch(batch: ProduceBatch, events: list[Event]) -> None:
+    """Append events to a request; one C call per plain event (None leaves a field unset)."""
+    add = batch.events.add
+    for e in events:
+        if e.headers:
+            request = add(
+                topic=e.topic,
+                sequence=e.sequence,
+                event_bytes=e.value,
+                key=e.key,
+                partition=e.partition if e.partition >= 0 else None,
+                timestamp_ms=e.timestamp,
+            )
+            request.headers.extend(
+                Header(key=k) if v is None else Header(key=k, value=v) for k, v in e.headers
+            )
+        else:
+            add(
+                topic=e.topic,
+                sequence=e.sequence,
+                event_bytes=e.value,
+                key=e.key,
+                partition=e.partition if e.partition >= 0 else None,
+                timestamp_ms=e.timestamp,
+            )
 
 
 def take_batch(queue: deque[Event], max_events: int, max_bytes: int) -> list[Event]:

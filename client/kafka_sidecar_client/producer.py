@@ -15,7 +15,7 @@ from confluent_kafka import Producer as KafkaProducer
 
 from kafka_sidecar_client import forking
 from kafka_sidecar_client.config import ClientSettings
-from kafka_sidecar_client.events import DeliveryCallback, normalize_headers, to_bytes
+from kafka_sidecar_client.events import DeliveryCallback
 from kafka_sidecar_client.sidecar_mode import SidecarMode
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class Producer:
     def _use_sidecar(self) -> None:
         callback = self._config.get("on_delivery")
         self._sidecar = mode = SidecarMode(self._config, self._settings, callback)
+        self.produce = mode.produce  # type: ignore[method-assign]
         self.poll = mode.poll  # type: ignore[method-assign]
         self.flush = mode.flush  # type: ignore[method-assign]
         self.purge = mode.purge  # type: ignore[method-assign]
@@ -98,18 +99,7 @@ class Producer:
         headers: Any = None,
     ) -> None:
         """Enqueue one event; its callback runs in a later ``poll()``/``flush()``."""
-        if not isinstance(topic, str):
-            raise TypeError(f"topic must be str, got {type(topic).__name__}")
-        assert self._sidecar is not None
-        self._sidecar.produce(
-            topic,
-            to_bytes(value, "value"),
-            to_bytes(key, "key"),
-            partition,
-            on_delivery or callback,
-            timestamp,
-            normalize_headers(headers),
-        )
+        raise NotImplementedError  # replaced per instance
 
     def poll(self, timeout: float | None = None) -> int:  # replaced per instance
         raise NotImplementedError

@@ -23,15 +23,22 @@ from typing import Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
-from kafka_sidecar_api.v1.sidecar_pb2 import DeliveryReportBatch, ErrorCode
+from kafka_sidecar_api.v1.sidecar_pb2 import (
+    DeliveryReportBatch,
+    ErrorCode,
+    ProduceBatch,
+    TopicCounters,
+)
 from kafka_sidecar_client.config import ClientSettings, kafka_limit
 from kafka_sidecar_client.counters import ACKED, ATTEMPTS, FAILED, FALLBACK, RESENT, Counters
 from kafka_sidecar_client.delivery import DeliveredMessage, refusal_error, report_error
 from kafka_sidecar_client.events import (
     DeliveryCallback,
     Event,
-    Headers,
+    add_to_batch,
+    normalize_headers,
     take_batch,
+    to_bytes,
 )
 from kafka_sidecar_client.fallback import DirectFallback
 from kafka_sidecar_client.transport import (
@@ -71,6 +78,7 @@ class SidecarMode:
         self.outstanding = 0
         self.next_sequence = 1
         self.counters = Counters()
+        self.attempts: dict[str, int] = {}  # per topic; folded into counters by the sender
         self.state: State = "sidecar"
         self.fallback_since = 0.0
         self.next_probe = 0.0
@@ -89,13 +97,23 @@ class SidecarMode:
     def produce(
         self,
         topic: str,
-        value: bytes | None,
-        key: bytes | None,
-        partition: int,
-        callback: DeliveryCallback | None,
-        timestamp: int,
-        headers: Headers | None,
+        value: Any = None,
+        key: Any = None,
+        partition: int = -1,
+        on_delivery: DeliveryCallback | None = None,
+        callback: DeliveryCallback | None = None,
+        timestamp: int = 0,
+        headers: Any = None,
     ) -> None:
+        """confluent's ``produce()``: only enqueues; the sender thread does the rest."""
+        if value.__class__ is not bytes and value is not None:
+            value = to_bytes(value, "value")
+        if key.__class__ is not bytes and key is not None:
+            key = to_bytes(key, "key")
+        if topic.__class__ is not str:
+            raise TypeError(f"topic must be str, got {type(topic).__name__}")
+        if headers is not None:
+            headers = normalize_headers(headers)
         size = (len(value) if value else 0) + (len(key) if key else 0)
         if size > self.max_message_bytes:
             raise KafkaException(
@@ -104,26 +122,24 @@ class SidecarMode:
                     f"Message size {size} exceeds message.max.bytes {self.max_message_bytes}",
                 )
             )
+        event = Event(
+            topic,
+            value,
+            key,
+            partition,
+            timestamp,
+            headers,
+            on_delivery or callback or self.default_callback,
+            size,
+        )
         with self.lock:
             if self.outstanding >= self.max_outstanding:
                 raise BufferError("Local: Queue full")
-            sequence = self.next_sequence
-            self.next_sequence = sequence + 1
-            self.unsent.append(
-                Event(
-                    sequence,
-                    topic,
-                    value,
-                    key,
-                    partition,
-                    timestamp,
-                    headers,
-                    callback or self.default_callback,
-                    time.monotonic(),
-                )
-            )
+            event.sequence = self.next_sequence
+            self.next_sequence += 1
+            self.unsent.append(event)
             self.outstanding += 1
-            self.counters.add(topic, ATTEMPTS)
+            self.attempts[topic] = self.attempts.get(topic, 0) + 1
             if self.sender_idle:
                 self.sender_wake.notify()
         if not self.started:
@@ -196,6 +212,7 @@ class SidecarMode:
 
     def counter_totals(self) -> dict[str, dict[str, int]]:
         with self.lock:
+            self._fold_attempts()
             return self.counters.as_dict()
 
     # -- threads ----------------------------------------------------------------------------
@@ -225,6 +242,7 @@ class SidecarMode:
                     )
                     for event in batch:  # before the call: a report may arrive before the ack
                         self.inflight[event.sequence] = event
+                    self._fold_attempts()
                     counters = self.counters.snapshot_if_changed()
             if batch is None:
                 self._fallback_step()
@@ -241,12 +259,18 @@ class SidecarMode:
         if linger and not self.flushing and len(self.unsent) < self.settings.batch_max_events:
             self.sender_wake.wait(linger)
 
-    def _send(self, batch: list[Event], counters: Any) -> None:
+    def _fold_attempts(self) -> None:
+        """Move produce()'s cheap per-topic tallies into the counters (lock held)."""
+        for topic, count in self.attempts.items():
+            self.counters.add(topic, ATTEMPTS, count)
+        self.attempts.clear()
+
+    def _send(self, batch: list[Event], counters: list[TopicCounters]) -> None:
         assert self.transport is not None
+        request = ProduceBatch(client_id=self.client_id, app=self.settings.app, counters=counters)
+        add_to_batch(request, batch)
         try:
-            answer = self.transport.emit(
-                self.client_id, self.settings.app, [event.to_request() for event in batch], counters
-            )
+            answer = self.transport.emit(request)
         except SidecarBackpressure as pressure:
             with self.lock:
                 self._requeue(batch)

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -16,9 +16,7 @@ from kafka_sidecar_api.v1.sidecar_pb2 import (
     DeliveryReportBatch,
     ProduceBatch,
     ProduceBatchAck,
-    ProduceRequest,
     SubscribeRequest,
-    TopicCounters,
 )
 
 SERVICE = "kafka_sidecar.v1.ProducerSidecar"
@@ -68,14 +66,7 @@ class SidecarTransport:
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self.timeout = timeout
 
-    def emit(
-        self,
-        client_id: str,
-        app: str,
-        events: Sequence[ProduceRequest],
-        counters: Sequence[TopicCounters],
-    ) -> ProduceBatchAck:
-        request = ProduceBatch(client_id=client_id, app=app, events=events, counters=counters)
+    def emit(self, request: ProduceBatch) -> ProduceBatchAck:
         try:
             answer: ProduceBatchAck = self.stub.EmitBatch(request, timeout=self.timeout)
         except grpc.RpcError as error:

@@ -72,10 +72,8 @@ def check_size(size: int, limit: int) -> Rejection | None:
     return None
 
 
-def check_identity(client_id: str, sequence: int) -> Rejection | None:
-    """Reports are matched by (client_id, sequence): both must be set."""
-    if not client_id:
-        return Rejection(ErrorCode.ERROR_CODE_INVALID_REQUEST, "client_id is required")
+def check_identity(sequence: int) -> Rejection | None:
+    """Reports are matched by (client_id, sequence); the servicer checks client_id per call."""
     if sequence <= 0:
         return Rejection(
             ErrorCode.ERROR_CODE_INVALID_REQUEST, "sequence must be 1 or more (events count from 1)"
@@ -84,9 +82,10 @@ def check_identity(client_id: str, sequence: int) -> Rejection | None:
 
 
 def check_partition(partition: int) -> Rejection | None:
-    if partition < 0:
+    """An explicit partition, or -1 (like confluent-kafka) / absent for the partitioner."""
+    if partition < -1:
         return Rejection(
             ErrorCode.ERROR_CODE_INVALID_REQUEST,
-            f"partition must be 0 or more, or absent for the partitioner; got {partition}",
+            f"partition must be 0 or more, or -1/absent for the partitioner; got {partition}",
         )
     return None

@@ -7,16 +7,24 @@ from collections import deque
 import pytest
 from confluent_kafka import KafkaError
 
-from kafka_sidecar_api.v1.sidecar_pb2 import DeliveryReport, ErrorCode
+from kafka_sidecar_api.v1.sidecar_pb2 import DeliveryReport, ErrorCode, ProduceBatch
 from kafka_sidecar_client.config import ClientConfigError, ClientSettings
 from kafka_sidecar_client.delivery import DeliveredMessage, refusal_error, report_error
-from kafka_sidecar_client.events import Event, normalize_headers, take_batch, to_bytes
+from kafka_sidecar_client.events import (
+    Event,
+    add_to_batch,
+    normalize_headers,
+    take_batch,
+    to_bytes,
+)
 
 pytestmark = pytest.mark.unit
 
 
 def event(sequence: int, size: int = 10) -> Event:
-    return Event(sequence, "t", b"x" * size, None, -1, 0, None, None, 0.0)
+    made = Event("t", b"x" * size, None, -1, 0, None, None, size)
+    made.sequence = sequence
+    return made
 
 
 def test_settings_default_to_direct_mode_with_direct_fallback() -> None:
@@ -85,12 +93,18 @@ def test_headers_and_payloads_are_normalised_like_confluent() -> None:
         normalize_headers([(1, b"x")])
 
 
-def test_to_request_keeps_absent_fields_absent() -> None:
-    request = Event(4, "t", None, b"k", -1, 0, [("h", None)], None, 0.0).to_request()
+def test_requests_keep_absent_fields_absent() -> None:
+    batch = ProduceBatch()
+    add_to_batch(batch, [Event("t", None, b"k", -1, 0, [("h", None)], None, 1),
+                         Event("t", b"", None, 3, 0, None, None, 0)])
+    request, second = batch.events
     assert not request.HasField("event_bytes")
     assert not request.HasField("partition")
     assert request.key == b"k"
     assert not request.headers[0].HasField("value")
+    assert second.HasField("event_bytes")  # empty bytes is a value, unlike None
+    assert not second.HasField("key")
+    assert second.partition == 3
 
 
 def test_sidecar_refusals_map_to_the_errors_a_direct_producer_raises() -> None:
@@ -114,7 +128,7 @@ def test_sidecar_refusals_map_to_the_errors_a_direct_producer_raises() -> None:
 
 
 def test_delivered_message_offers_confluents_accessors() -> None:
-    source = Event(1, "t", b"v", b"k", -1, 0, [("h", b"1")], None, 0.0)
+    source = Event("t", b"v", b"k", -1, 0, [("h", b"1")], None, 2)
     msg = DeliveredMessage(source, None, 3, 42, 1700, 0.5)
     assert (msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value()) == (
         "t",

@@ -49,8 +49,8 @@ class FakeProducer:
     def produce(self, topic: str, *args: Any, **kwargs: Any) -> None:
         if len(self.queue) >= self.capacity:
             raise BufferError("Local: Queue full")
-        value, key = args
-        self.queue.append({"topic": topic, "value": value, "key": key, **kwargs})
+        names = ("value", "key", "partition", "on_delivery", "callback", "timestamp", "headers")
+        self.queue.append({"topic": topic, **dict(zip(names, args, strict=False)), **kwargs})
 
     def poll(self, timeout: float = 0) -> int:
         served = self.queue

@@ -64,14 +64,12 @@ def test_size_identity_and_partition_rules() -> None:
     too_big = check_size(101, 100)
     assert too_big is not None
     assert too_big.code == ErrorCode.ERROR_CODE_MESSAGE_TOO_LARGE
-    assert check_identity("c", 1) is None
-    no_client = check_identity("", 1)
-    assert no_client is not None
-    assert "client_id" in no_client.message
-    zero = check_identity("c", 0)
+    assert check_identity(1) is None
+    zero = check_identity(0)
     assert zero is not None
     assert "sequence" in zero.message
     assert check_partition(0) is None
+    assert check_partition(-1) is None
     negative = check_partition(-2)
     assert negative is not None
     assert "partition" in negative.message
