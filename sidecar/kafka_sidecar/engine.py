@@ -8,7 +8,6 @@ client's ring buffer. Each report stream is woken once per poll, not once per ev
 from __future__ import annotations
 
 import asyncio
-from functools import partial
 import logging
 import secrets
 import threading
@@ -16,6 +15,7 @@ from collections import Counter as Tally
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException

@@ -95,8 +95,13 @@ def test_headers_and_payloads_are_normalised_like_confluent() -> None:
 
 def test_requests_keep_absent_fields_absent() -> None:
     batch = ProduceBatch()
-    add_to_batch(batch, [Event("t", None, b"k", -1, 0, [("h", None)], None, 1),
-                         Event("t", b"", None, 3, 0, None, None, 0)])
+    add_to_batch(
+        batch,
+        [
+            Event("t", None, b"k", -1, 0, [("h", None)], None, 1),
+            Event("t", b"", None, 3, 0, None, None, 0),
+        ],
+    )
     request, second = batch.events
     assert not request.HasField("event_bytes")
     assert not request.HasField("partition")
