@@ -34,7 +34,8 @@ $(VENV)/.installed: pyproject.toml
 lint: venv proto-check ## ruff (lint + format check), mypy --strict, import contracts, proto drift
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict client sidecar operator localenv tests
+	$(BIN)/mypy --strict client sidecar operator localenv tests bench
+	$(BIN)/lint-imports
 
 .PHONY: fmt
 fmt: venv ## Format the code with ruff
@@ -68,6 +69,15 @@ test-unit: venv ## Unit tests only: nothing running
 .PHONY: test-integration
 test-integration: venv localenv-install ## Integration tests against the real Kafka and kube-apiserver
 	$(PYTEST) tests/integration
+
+##@ Benchmarks
+.PHONY: bench
+bench: venv localenv-install ## Measure events/s, produce() cost and broker connections: bench/results/
+	$(PY) bench/data_path.py --out bench/results
+
+.PHONY: bench-smoke
+bench-smoke: venv localenv-install ## A tiny run of the benchmarks (CI runs it so they cannot rot)
+	$(PY) bench/data_path.py --smoke --out bench/results/smoke
 
 ##@ Local environment (real Kafka + etcd + kube-apiserver on 127.0.0.1)
 .PHONY: localenv-install

@@ -1,0 +1,27 @@
+"""The names users see (DESIGN §3): annotations, labels, the CRD, env flags, the sidecar's shape."""
+
+from __future__ import annotations
+
+DOMAIN = "kafka-sidecar.io"
+INJECT_ANNOTATION = f"{DOMAIN}/inject"
+STATUS_ANNOTATION = f"{DOMAIN}/status"
+NAMESPACE_LABEL = f"{DOMAIN}/injection"
+NAMESPACE_LABEL_VALUE = "enabled"
+
+GROUP = DOMAIN
+VERSION = "v1alpha1"
+PLURAL = "kafkasidecarpolicies"
+KIND = "KafkaSidecarPolicy"
+
+SIDECAR_NAME = "kafka-sidecar"
+SOCKET_VOLUME = "kafka-sidecar-socket"
+SOCKET_DIR = "/var/run/kafka-sidecar"
+SOCKET_ADDRESS = f"unix://{SOCKET_DIR}/sidecar.sock"
+METRICS_PORT_NAME = "ks-metrics"
+
+# Injected into every app container (DESIGN §3).
+APP_ENV = {
+    "KAFKA_SIDECAR_MODE": "sidecar",
+    "KAFKA_SIDECAR_ADDRESS": SOCKET_ADDRESS,
+    "KAFKA_SIDECAR_FALLBACK": "direct",
+}
