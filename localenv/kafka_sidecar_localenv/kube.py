@@ -11,7 +11,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kafka_sidecar_localenv.certs import CertificateAuthority, KeyPair, service_account_key
+from kafka_sidecar_operator.certificates import CertificateAuthority, KeyPair, service_account_key
 from kafka_sidecar_localenv.processes import (
     ManagedProcess,
     free_port,

@@ -66,6 +66,15 @@ class Decision:
         }
 
 
+def recorded_bucket(annotations: Mapping[str, str]) -> float | None:
+    """A bucket an earlier pass recorded: a reinvocation must reach the same answer."""
+    try:
+        value = json.loads(annotations.get(STATUS_ANNOTATION, "{}")).get("bucket")
+    except (ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def has_sidecar(pod: Mapping[str, Any]) -> bool:
     spec = pod.get("spec") or {}
     return any(
@@ -119,7 +128,9 @@ def decide(
         overrides = read_overrides(annotations)
     except InvalidOverride as error:
         return Decision(False, "invalid-override", str(error), policy, overlapping=overlapping)
-    value = bucket(policy.key, identity_for(pod, policy.granularity, request_uid))
+    value = recorded_bucket(annotations)
+    if value is None:
+        value = bucket(policy.key, identity_for(pod, policy.granularity, request_uid))
     if not selected(value, policy.percentage):
         return Decision(
             False,

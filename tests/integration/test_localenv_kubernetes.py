@@ -18,8 +18,8 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from kafka_sidecar_localenv.certs import CertificateAuthority
 from kafka_sidecar_localenv.kube import ControlPlane
+from kafka_sidecar_operator.certificates import CertificateAuthority
 from tests.support import unique_name
 
 pytestmark = pytest.mark.integration

@@ -1,7 +1,7 @@
-"""A throwaway certificate authority for the local control plane and webhooks.
+"""A small certificate authority: webhook serving certificates, and the local control plane's.
 
 kopf's own self-signing (oscrypto) fails on this OS's OpenSSL 3, so every certificate the local
-environment and the operator's ``--local`` mode need is made here with ``cryptography``.
+environment, the operator's ``--local`` mode and its self-managed TLS need is made here.
 """
 
 from __future__ import annotations

@@ -1,0 +1,228 @@
+"""A policy's status from the pods it selects: counts, percentages and conditions.
+
+Pure: the reconciler feeds it the pod index and the fallback state and writes what it returns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kafka_sidecar_operator.names import INJECT_ANNOTATION, STATUS_ANNOTATION
+from kafka_sidecar_operator.policies import Policy, matching
+from kafka_sidecar_operator.rollout import selected
+
+
+@dataclass(frozen=True)
+class PodView:
+    """What the operator indexes of each pod: enough for status and fallback, nothing more."""
+
+    namespace: str
+    name: str
+    labels: Mapping[str, str]
+    opted_in: bool
+    status: Mapping[str, Any]
+    ip: str | None
+    metrics_port: int | None
+    sidecar_ready: bool
+    running: bool = False
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> PodView:
+        metadata = body.get("metadata") or {}
+        annotations = metadata.get("annotations") or {}
+        try:
+            status = json.loads(annotations.get(STATUS_ANNOTATION, "{}"))
+        except ValueError:
+            status = {}
+        spec = body.get("spec") or {}
+        port = None
+        for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+            if container.get("name") == "kafka-sidecar":
+                for entry in container.get("ports") or []:
+                    port = int(entry.get("containerPort"))
+        pod_status = body.get("status") or {}
+        statuses = [
+            *(pod_status.get("initContainerStatuses") or []),
+            *(pod_status.get("containerStatuses") or []),
+        ]
+        ready = any(s.get("name") == "kafka-sidecar" and s.get("ready") for s in statuses)
+        return cls(
+            namespace=metadata.get("namespace", ""),
+            name=metadata.get("name", ""),
+            labels=metadata.get("labels") or {},
+            opted_in=str(annotations.get(INJECT_ANNOTATION, "")).strip().lower() == "true",
+            status=status if isinstance(status, dict) else {},
+            ip=pod_status.get("podIP"),
+            metrics_port=port,
+            sidecar_ready=ready,
+            running=pod_status.get("phase") == "Running",
+        )
+
+    @property
+    def injected(self) -> bool:
+        return self.status.get("decision") == "injected"
+
+
+@dataclass(frozen=True)
+class Counts:
+    matched: int
+    injected: int
+    pending: int
+    overlapping: tuple[str, ...]
+
+    @property
+    def actual_percentage(self) -> float:
+        return 100.0 * self.injected / self.matched if self.matched else 0.0
+
+
+def count(policy: Policy, policies: Iterable[Policy], pods: Iterable[PodView]) -> Counts:
+    """Pods this policy governs (it wins precedence for them), how many carry the sidecar, and
+    how many were decided differently from what the current spec would decide (pending)."""
+    all_policies = list(policies)
+    matched = injected = pending = 0
+    overlapping: set[str] = set()
+    for pod in pods:
+        if pod.namespace != policy.namespace or not pod.opted_in:
+            continue
+        candidates = matching(all_policies, pod.namespace, pod.labels)
+        keys = [p.key for p in candidates]
+        if policy.key not in keys:
+            continue
+        overlapping.update(k for k in keys if k != policy.key)
+        if keys[0] != policy.key:
+            continue
+        matched += 1
+        if pod.injected:
+            injected += 1
+        bucket = pod.status.get("bucket")
+        if bucket is None and not pod.injected:
+            pending += 1  # created before the policy could decide
+        elif (
+            isinstance(bucket, (int, float))
+            and policy.injecting
+            and (selected(float(bucket), policy.percentage) != pod.injected)
+        ):
+            pending += 1
+    return Counts(matched, injected, pending, tuple(sorted(overlapping)))
+
+
+def condition(
+    kind: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    previous: Iterable[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """A condition; lastTransitionTime moves only when the status flips."""
+    value = "True" if status else "False"
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    old = next((c for c in previous if c.get("type") == kind), None)
+    since = old.get("lastTransitionTime", now) if old and old.get("status") == value else now
+    return {
+        "type": kind,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since,
+        "observedGeneration": generation,
+    }
+
+
+def build_status(
+    policy: Policy,
+    counts: Counts,
+    fallback_ratio: float | None,
+    alert_state: str,
+    previous: Iterable[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """The whole ``status`` block (what ``kubectl get ksp`` and ``describe`` show)."""
+    previous = list(previous)
+    if policy.paused:
+        progressing = condition(
+            "RolloutProgressing",
+            False,
+            "Paused",
+            "spec.paused is true: no new pods are injected",
+            policy.generation,
+            previous,
+        )
+    elif not policy.injecting:
+        progressing = condition(
+            "RolloutProgressing",
+            False,
+            "AutoPaused",
+            "the fallback alert fires and fallback.autoPause is true",
+            policy.generation,
+            previous,
+        )
+    elif counts.pending:
+        progressing = condition(
+            "RolloutProgressing",
+            True,
+            "PodsAwaitingRecreation",
+            f"{counts.pending} pod(s) were admitted under another decision; they follow "
+            f"rollout.percentage={policy.percentage} when recreated",
+            policy.generation,
+            previous,
+        )
+    else:
+        progressing = condition(
+            "RolloutProgressing",
+            False,
+            "RolloutComplete",
+            f"every matched pod follows rollout.percentage={policy.percentage}",
+            policy.generation,
+            previous,
+        )
+    firing = alert_state == "Firing"
+    ratio_text = "-" if fallback_ratio is None else f"{fallback_ratio:.1%}"
+    alert = condition(
+        "FallbackAlert",
+        firing,
+        {"Firing": "FallbackRatioHigh", "Pending": "FallbackRatioRising"}.get(
+            alert_state, "FallbackRatioOk"
+        ),
+        f"fallback ratio {ratio_text} over {policy.alert_window} "
+        f"(alert above {policy.alert_max_ratio:.1%} for {policy.alert_sustained_for})",
+        policy.generation,
+        previous,
+    )
+    conditions = [
+        condition(
+            "Ready",
+            True,
+            "Reconciled",
+            f"selecting {counts.matched} pod(s), {counts.injected} injected",
+            policy.generation,
+            previous,
+        ),
+        progressing,
+        alert,
+    ]
+    if counts.overlapping:
+        conditions.append(
+            condition(
+                "Overlapping",
+                True,
+                "SharedPods",
+                f"also selected by {', '.join(counts.overlapping)}; "
+                "the oldest policy (then by name) applies to each pod",
+                policy.generation,
+                previous,
+            )
+        )
+    return {
+        "observedGeneration": policy.generation,
+        "targetPercentage": policy.percentage,
+        "matchedPods": counts.matched,
+        "injectedPods": counts.injected,
+        "actualPercentage": f"{counts.actual_percentage:.0f}%",
+        "fallbackRatio": ratio_text,
+        "alertState": alert_state,
+        "conditions": conditions,
+    }

@@ -1,0 +1,103 @@
+"""Fallback alerting: each pod's client-reported counters, turned into a ratio and an alert state.
+
+Counters are cumulative (from the sidecars' /metrics); the ratio over the window comes from the
+difference to the oldest sample inside the window. A pod whose sidecar is not ready (or whose
+metrics cannot be read) counts as a pod entirely in fallback.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+AlertState = Literal["Ok", "Pending", "Firing"]
+CLIENT_EVENTS = "kafka_sidecar_client_events_total"
+SAMPLE = re.compile(r"^kafka_sidecar_client_events_total\{([^}]*)\} (\S+)$")
+DURATION = re.compile(r"([0-9]+)(s|m|h)")
+
+
+def parse_duration(text: str) -> float:
+    """``1h30m`` → seconds (the CRD's pattern guarantees the shape)."""
+    factors = {"s": 1, "m": 60, "h": 3600}
+    return float(sum(int(n) * factors[unit] for n, unit in DURATION.findall(text)))
+
+
+def client_totals(metrics_text: str) -> tuple[float, float]:
+    """Summed (attempts, fallback) of ``kafka_sidecar_client_events_total`` in a scrape."""
+    attempts = fallback = 0.0
+    for line in metrics_text.splitlines():
+        match = SAMPLE.match(line)
+        if not match:
+            continue
+        labels, value = match.group(1), float(match.group(2))
+        if 'outcome="attempts"' in labels:
+            attempts += value
+        elif 'outcome="fallback"' in labels:
+            fallback += value
+    return attempts, fallback
+
+
+@dataclass(frozen=True)
+class PodSample:
+    """One pod at one scrape: cumulative counters, or unreachable."""
+
+    pod: str
+    attempts: float = 0.0
+    fallback: float = 0.0
+    reachable: bool = True
+
+
+@dataclass
+class FallbackTracker:
+    """Per policy: samples inside the window and the alert's state machine."""
+
+    history: deque[tuple[float, dict[str, PodSample]]] = field(default_factory=deque)
+    above_since: float | None = None
+    state: AlertState = "Ok"
+    ratio: float | None = None
+
+    def observe(
+        self,
+        now: float,
+        samples: Iterable[PodSample],
+        window: float,
+        max_ratio: float,
+        sustained_for: float,
+    ) -> AlertState:
+        current = {s.pod: s for s in samples}
+        self.history.append((now, current))
+        while len(self.history) > 1 and self.history[1][0] <= now - window:
+            self.history.popleft()
+        oldest = self.history[0][1]
+        self.ratio = window_ratio(oldest, current)
+        if self.ratio is not None and self.ratio > max_ratio:
+            if self.above_since is None:
+                self.above_since = now
+            self.state = "Firing" if now - self.above_since >= sustained_for else "Pending"
+        else:
+            self.above_since = None
+            self.state = "Ok"
+        return self.state
+
+
+def window_ratio(oldest: dict[str, PodSample], current: dict[str, PodSample]) -> float | None:
+    """Events sent around the sidecar / events attempted, blended with unreachable pods."""
+    if not current:
+        return None
+    attempts = fallback = 0.0
+    reachable = unreachable = 0
+    for pod, sample in current.items():
+        if not sample.reachable:
+            unreachable += 1
+            continue
+        reachable += 1
+        before = oldest.get(pod)
+        if before is None or not before.reachable or sample.attempts < before.attempts:
+            before = PodSample(pod)  # new pod, or its sidecar restarted: count from zero
+        attempts += sample.attempts - before.attempts
+        fallback += max(0.0, sample.fallback - before.fallback)
+    event_ratio = fallback / attempts if attempts else 0.0
+    return (event_ratio * reachable + unreachable) / (reachable + unreachable)

@@ -1,0 +1,1 @@
+"""kopf handlers: thin adapters that unpack bodies, call the pure modules and write results."""

@@ -1,0 +1,107 @@
+"""The injection webhook and the pod index."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, cast
+
+import kopf
+
+from kafka_sidecar_operator.conditions import PodView
+from kafka_sidecar_operator.config import OperatorConfig
+from kafka_sidecar_operator.injection import decide, inject, skip_status
+from kafka_sidecar_operator.metrics import INJECTIONS, WEBHOOK_LATENCY
+from kafka_sidecar_operator.names import INJECT_ANNOTATION, STATUS_ANNOTATION
+from kafka_sidecar_operator.webhook import HANDLER_ID
+
+
+@kopf.index("pods")
+def pods_by_namespace(
+    body: kopf.Body, namespace: str | None, **_: Any
+) -> dict[str, PodView] | None:
+    """Opted-in and decided pods only: policy status never needs the others."""
+    annotations = body.get("metadata", {}).get("annotations") or {}
+    if INJECT_ANNOTATION not in annotations and STATUS_ANNOTATION not in annotations:
+        return None
+    return {namespace or "": PodView.from_body(body)}
+
+
+@kopf.on.mutate("pods", id=HANDLER_ID, operations=["CREATE"], ignore_failures=True)  # type: ignore[arg-type]
+def inject_sidecar(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    warnings: list[str],
+    policies_by_namespace: kopf.Index[str, Any],
+    logger: kopf.Logger,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """Decide, then write the mutated pod through kopf's patch (it diffs to a JSON patch)."""
+    started = time.perf_counter()
+    config: OperatorConfig = memo.config
+    pod = dict(body)
+    namespace = body.get("metadata", {}).get("namespace") or ""
+    decision = decide(
+        pod,
+        namespace,
+        policies_by_namespace.get(namespace, []),
+        config.never_injected,
+        request_uid=uuid.uuid4().hex[:12],
+    )
+    if decision.inject:
+        result = inject(pod, decision, config.default_image)
+        mutated: dict[str, Any] | None = result.pod
+        warnings.extend(result.warnings)
+        logger.info("Injected sidecar into Pod %s/%s", namespace, _name(pod))
+    else:
+        mutated = skip_status(pod, decision)
+        if decision.reason == "invalid-override":
+            logger.warning(
+                "Admitted Pod %s/%s without the sidecar: %s",
+                namespace,
+                _name(pod),
+                decision.message,
+            )
+            warnings.append(f"kafka-sidecar not injected: {decision.message}")
+            _event_for(pod, namespace, decision.message)
+    if mutated is not None:
+        patch.fns.append(lambda target: _replace(target, mutated))
+    INJECTIONS.labels("injected" if decision.inject else "skipped", decision.reason).inc()
+    WEBHOOK_LATENCY.observe(time.perf_counter() - started)
+
+
+def _event_for(pod: dict[str, Any], namespace: str, message: str) -> None:
+    """A Warning Event on the pod's owner (the pod itself has no name or uid yet, often)."""
+    metadata = pod.get("metadata", {})
+    owner = next(iter(metadata.get("ownerReferences") or []), None)
+    if owner is not None:
+        target = {
+            "apiVersion": owner.get("apiVersion"),
+            "kind": owner.get("kind"),
+            "metadata": {
+                "name": owner.get("name"),
+                "namespace": namespace,
+                "uid": owner.get("uid"),
+            },
+        }
+    elif metadata.get("name"):
+        target = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": metadata["name"], "namespace": namespace},
+        }
+    else:
+        return
+    kopf.warn(kopf.Body(cast(kopf.RawBody, target)), reason="InjectionSkipped", message=message)
+
+
+def _replace(target: kopf.RawBody, mutated: dict[str, Any]) -> None:
+    body = cast(dict[str, Any], target)
+    body.clear()
+    body.update(mutated)
+
+
+def _name(pod: dict[str, Any]) -> str:
+    metadata = pod.get("metadata", {})
+    return str(metadata.get("name") or f"{metadata.get('generateName', '')}<generated>")

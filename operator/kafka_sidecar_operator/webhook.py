@@ -1,0 +1,83 @@
+"""The injection webhook's registration: the MutatingWebhookConfiguration and its TLS.
+
+In a cluster the manifests own the configuration (with cert-manager or the operator's own CA);
+``--local`` makes a CA and serving certificate for 127.0.0.1 and registers the webhook itself,
+removing it on exit. kopf's managed configuration is not used: it cannot set a
+namespaceSelector, a reinvocationPolicy or a short timeout.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+from kafka_sidecar_operator.certificates import CertificateAuthority, KeyPair
+from kafka_sidecar_operator.names import DOMAIN, NAMESPACE_LABEL, NAMESPACE_LABEL_VALUE
+
+HANDLER_ID = "inject-sidecar"
+TIMEOUT_SECONDS = 5
+
+
+def webhook_configuration(
+    name: str, client_config: dict[str, Any], never_injected: tuple[str, ...]
+) -> dict[str, Any]:
+    """The MutatingWebhookConfiguration body: the scope and failure semantics of injection."""
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "kafka-sidecar"}},
+        "webhooks": [
+            {
+                "name": f"{HANDLER_ID}.{DOMAIN}",
+                "clientConfig": client_config,
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["pods"],
+                        "scope": "Namespaced",
+                    }
+                ],
+                "namespaceSelector": {
+                    "matchExpressions": [
+                        {
+                            "key": NAMESPACE_LABEL,
+                            "operator": "In",
+                            "values": [NAMESPACE_LABEL_VALUE],
+                        },
+                        {
+                            "key": "kubernetes.io/metadata.name",
+                            "operator": "NotIn",
+                            "values": list(never_injected),
+                        },
+                    ]
+                },
+                # Pod creation must never depend on the operator: if it is down, pods start as they
+                # are (the status annotation is then missing, which `explain` reports).
+                "failurePolicy": "Ignore",
+                "sideEffects": "None",
+                "timeoutSeconds": TIMEOUT_SECONDS,
+                "reinvocationPolicy": "IfNeeded",
+                "matchPolicy": "Equivalent",
+                "admissionReviewVersions": ["v1"],
+            }
+        ],
+    }
+
+
+def local_certificates(directory: Path) -> tuple[KeyPair, bytes]:
+    """A CA and a serving certificate for 127.0.0.1; returns the pair and the CA bundle."""
+    ca = CertificateAuthority.create(directory, "kafka-sidecar-webhook-ca")
+    serving = ca.issue(
+        directory, "tls", common_name="kafka-sidecar-webhook", hosts=("127.0.0.1", "localhost")
+    )
+    return serving, ca.pair.cert.read_bytes()
+
+
+def url_client_config(host: str, port: int, ca_bundle: bytes) -> dict[str, Any]:
+    return {
+        "url": f"https://{host}:{port}/{HANDLER_ID}",
+        "caBundle": base64.b64encode(ca_bundle).decode(),
+    }
