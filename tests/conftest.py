@@ -7,6 +7,8 @@ still running at the end.
 
 from __future__ import annotations
 
+import subprocess
+import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from kubernetes import config as k8s_config
 from kafka_sidecar_localenv import processes
 from kafka_sidecar_localenv.kafka import KafkaCluster
 from kafka_sidecar_localenv.kube import ControlPlane
+from kafka_sidecar_localenv.operator import OperatorProcess
 from kafka_sidecar_localenv.sidecar import SidecarProcess
 from kafka_sidecar_localenv.versions import CacheLayout, default_layout
 from tests.support import create_topic, unique_name
@@ -91,7 +94,7 @@ def namespace(api_client: k8s.ApiClient) -> Iterator[str]:
     core.delete_namespace(name)
 
 
-SERVER_FIXTURES = {"kafka", "kafka3", "control_plane", "start_sidecar"}
+SERVER_FIXTURES = {"kafka", "kafka3", "control_plane", "start_sidecar", "operator"}
 
 
 @pytest.hookimpl(wrapper=True)
@@ -148,3 +151,50 @@ def sidecar_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[SidecarProcess], N
         monkeypatch.setenv("KAFKA_SIDECAR_PROBE_INTERVAL_MS", "200")
 
     return point
+
+
+@pytest.fixture(scope="session")
+def crd_installed(control_plane: ControlPlane) -> None:
+    """The KafkaSidecarPolicy CRD from crds/, applied and established."""
+    crd = Path(__file__).parent.parent / "crds" / "kafkasidecarpolicies.kafka-sidecar.io.yaml"
+    for args in (["apply", "-f", str(crd)],
+                 ["wait", "--for=condition=Established", "--timeout=60s",
+                  "crd/kafkasidecarpolicies.kafka-sidecar.io"]):
+        proc = subprocess.run([str(control_plane.kubectl), f"--kubeconfig={control_plane.kubeconfig}",
+                               *args], capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stderr
+
+
+@pytest.fixture(scope="session")
+def operator(
+    control_plane: ControlPlane, crd_installed: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """One operator for the session (--local: it registers its webhook), fast status timers."""
+    process = OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("operator"),
+                              env={"KAFKA_SIDECAR_OPERATOR_FALLBACK_INTERVAL": "1"})
+    try:
+        process.start()
+        SERVER_LOGS["operator"] = process.workdir / "operator.log"
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def enabled_namespace(api_client: k8s.ApiClient, operator: OperatorProcess) -> Iterator[str]:
+    """A namespace labelled for injection, once the webhook demonstrably answers in it."""
+    core = k8s.CoreV1Api(api_client)
+    name = unique_name("inj")
+    core.create_namespace({"metadata": {"name": name,
+                                        "labels": {"kafka-sidecar.io/injection": "enabled"}}})
+    probe = {"metadata": {"name": "probe", "annotations": {"kafka-sidecar.io/inject": "true"}},
+             "spec": {"containers": [{"name": "app", "image": "x"}]}}
+    deadline = time.monotonic() + 30
+    while True:
+        dry = core.create_namespaced_pod(name, probe, dry_run="All")
+        if "kafka-sidecar.io/status" in (dry.metadata.annotations or {}):
+            break
+        assert time.monotonic() < deadline, "the injection webhook never answered"
+        time.sleep(0.3)
+    yield name
+    core.delete_namespace(name)

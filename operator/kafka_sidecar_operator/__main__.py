@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                 pkeyfile=str(config.cert_dir / "tls.key"),
             )
         memo.config = config
+        memo.api = _api()
 
     @kopf.on.cleanup()
     def unregister(memo: kopf.Memo, **_: Any) -> None:

@@ -10,6 +10,7 @@ import kopf
 
 from kafka_sidecar_operator.conditions import PodView
 from kafka_sidecar_operator.config import OperatorConfig
+from kafka_sidecar_operator.events import post_in_background
 from kafka_sidecar_operator.injection import decide, inject, skip_status
 from kafka_sidecar_operator.metrics import INJECTIONS, WEBHOOK_LATENCY
 from kafka_sidecar_operator.names import INJECT_ANNOTATION, STATUS_ANNOTATION
@@ -28,7 +29,7 @@ def pods_by_namespace(
 
 
 @kopf.on.mutate("pods", id=HANDLER_ID, operations=["CREATE"], ignore_failures=True)  # type: ignore[arg-type]
-def inject_sidecar(
+async def inject_sidecar(
     body: kopf.Body,
     patch: kopf.Patch,
     warnings: list[str],
@@ -37,63 +38,73 @@ def inject_sidecar(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    """Decide, then write the mutated pod through kopf's patch (it diffs to a JSON patch)."""
+    """Decide, then write the mutated pod through kopf's patch (it diffs to a JSON patch).
+
+    Async on purpose: it computes in microseconds, and kopf's event posting needs the loop.
+    Never raises: a bug here must not block pod creation (kopf would deny the request).
+    """
     started = time.perf_counter()
     config: OperatorConfig = memo.config
     pod = dict(body)
     namespace = body.get("metadata", {}).get("namespace") or ""
-    decision = decide(
-        pod,
-        namespace,
-        policies_by_namespace.get(namespace, []),
-        config.never_injected,
-        request_uid=uuid.uuid4().hex[:12],
-    )
-    if decision.inject:
-        result = inject(pod, decision, config.default_image)
-        mutated: dict[str, Any] | None = result.pod
-        warnings.extend(result.warnings)
-        logger.info("Injected sidecar into Pod %s/%s", namespace, _name(pod))
-    else:
-        mutated = skip_status(pod, decision)
-        if decision.reason == "invalid-override":
-            logger.warning(
-                "Admitted Pod %s/%s without the sidecar: %s",
-                namespace,
-                _name(pod),
-                decision.message,
-            )
-            warnings.append(f"kafka-sidecar not injected: {decision.message}")
-            _event_for(pod, namespace, decision.message)
+    try:
+        decision = decide(
+            pod,
+            namespace,
+            policies_by_namespace.get(namespace, []),
+            config.never_injected,
+            request_uid=uuid.uuid4().hex[:12],
+        )
+        if decision.inject:
+            result = inject(pod, decision, config.default_image)
+            mutated: dict[str, Any] | None = result.pod
+            warnings.extend(result.warnings)
+            logger.info("Injected sidecar into Pod %s/%s", namespace, _name(pod))
+        else:
+            mutated = skip_status(pod, decision)
+            if decision.reason == "invalid-override":
+                logger.warning(
+                    "Admitted Pod %s/%s without the sidecar: %s",
+                    namespace,
+                    _name(pod),
+                    decision.message,
+                )
+                warnings.append(f"kafka-sidecar not injected: {decision.message}")
+                _event_for(memo.api, pod, namespace, decision.message)
+    except Exception:
+        logger.exception(
+            "Admitted Pod %s/%s unchanged after an internal error", namespace, _name(pod)
+        )
+        INJECTIONS.labels("error", "internal-error").inc()
+        return
     if mutated is not None:
         patch.fns.append(lambda target: _replace(target, mutated))
     INJECTIONS.labels("injected" if decision.inject else "skipped", decision.reason).inc()
     WEBHOOK_LATENCY.observe(time.perf_counter() - started)
 
 
-def _event_for(pod: dict[str, Any], namespace: str, message: str) -> None:
-    """A Warning Event on the pod's owner (the pod itself has no name or uid yet, often)."""
+def _event_for(api: Any, pod: dict[str, Any], namespace: str, message: str) -> None:
+    """A Warning Event on the pod's owner (at admission the pod often has no name or uid yet)."""
     metadata = pod.get("metadata", {})
     owner = next(iter(metadata.get("ownerReferences") or []), None)
     if owner is not None:
-        target = {
+        involved = {
             "apiVersion": owner.get("apiVersion"),
             "kind": owner.get("kind"),
-            "metadata": {
-                "name": owner.get("name"),
-                "namespace": namespace,
-                "uid": owner.get("uid"),
-            },
+            "name": owner.get("name"),
+            "namespace": namespace,
+            "uid": owner.get("uid"),
         }
     elif metadata.get("name"):
-        target = {
+        involved = {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": metadata["name"], "namespace": namespace},
+            "name": metadata["name"],
+            "namespace": namespace,
         }
     else:
         return
-    kopf.warn(kopf.Body(cast(kopf.RawBody, target)), reason="InjectionSkipped", message=message)
+    post_in_background(api, namespace, involved, "Warning", "InjectionSkipped", message)
 
 
 def _replace(target: kopf.RawBody, mutated: dict[str, Any]) -> None:
