@@ -157,11 +157,21 @@ def sidecar_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[SidecarProcess], N
 def crd_installed(control_plane: ControlPlane) -> None:
     """The KafkaSidecarPolicy CRD from crds/, applied and established."""
     crd = Path(__file__).parent.parent / "crds" / "kafkasidecarpolicies.kafka-sidecar.io.yaml"
-    for args in (["apply", "-f", str(crd)],
-                 ["wait", "--for=condition=Established", "--timeout=60s",
-                  "crd/kafkasidecarpolicies.kafka-sidecar.io"]):
-        proc = subprocess.run([str(control_plane.kubectl), f"--kubeconfig={control_plane.kubeconfig}",
-                               *args], capture_output=True, text=True, check=False)
+    for args in (
+        ["apply", "-f", str(crd)],
+        [
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/kafkasidecarpolicies.kafka-sidecar.io",
+        ],
+    ):
+        proc = subprocess.run(
+            [str(control_plane.kubectl), f"--kubeconfig={control_plane.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert proc.returncode == 0, proc.stderr
 
 
@@ -170,8 +180,11 @@ def operator(
     control_plane: ControlPlane, crd_installed: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     """One operator for the session (--local: it registers its webhook), fast status timers."""
-    process = OperatorProcess(control_plane.kubeconfig, tmp_path_factory.mktemp("operator"),
-                              env={"KAFKA_SIDECAR_OPERATOR_FALLBACK_INTERVAL": "1"})
+    process = OperatorProcess(
+        control_plane.kubeconfig,
+        tmp_path_factory.mktemp("operator"),
+        env={"KAFKA_SIDECAR_OPERATOR_FALLBACK_INTERVAL": "1"},
+    )
     try:
         process.start()
         SERVER_LOGS["operator"] = process.workdir / "operator.log"
@@ -185,10 +198,13 @@ def enabled_namespace(api_client: k8s.ApiClient, operator: OperatorProcess) -> I
     """A namespace labelled for injection, once the webhook demonstrably answers in it."""
     core = k8s.CoreV1Api(api_client)
     name = unique_name("inj")
-    core.create_namespace({"metadata": {"name": name,
-                                        "labels": {"kafka-sidecar.io/injection": "enabled"}}})
-    probe = {"metadata": {"name": "probe", "annotations": {"kafka-sidecar.io/inject": "true"}},
-             "spec": {"containers": [{"name": "app", "image": "x"}]}}
+    core.create_namespace(
+        {"metadata": {"name": name, "labels": {"kafka-sidecar.io/injection": "enabled"}}}
+    )
+    probe = {
+        "metadata": {"name": "probe", "annotations": {"kafka-sidecar.io/inject": "true"}},
+        "spec": {"containers": [{"name": "app", "image": "x"}]},
+    }
     deadline = time.monotonic() + 30
     while True:
         dry = core.create_namespaced_pod(name, probe, dry_run="All")

@@ -11,7 +11,6 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kafka_sidecar_operator.certificates import CertificateAuthority, KeyPair, service_account_key
 from kafka_sidecar_localenv.processes import (
     ManagedProcess,
     free_port,
@@ -19,6 +18,7 @@ from kafka_sidecar_localenv.processes import (
     wait_until,
 )
 from kafka_sidecar_localenv.versions import KUBERNETES_VERSION, CacheLayout
+from kafka_sidecar_operator.certificates import CertificateAuthority, KeyPair, service_account_key
 
 KUBECONFIG_TEMPLATE = """apiVersion: v1
 kind: Config

@@ -13,38 +13,58 @@ from kubernetes import client as k8s
 
 from kafka_sidecar_localenv.kube import ControlPlane
 from kafka_sidecar_localenv.operator import OperatorProcess
-from tests.support import unique_name
 
 pytestmark = pytest.mark.integration
 SAMPLES = Path(__file__).parent.parent.parent / "manifests" / "samples"
 
 
-def kubectl(plane: ControlPlane, *args: str, stdin: str | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(plane.kubectl), f"--kubeconfig={plane.kubeconfig}", *args],
-                          input=stdin, capture_output=True, text=True, check=False, timeout=60)
+def kubectl(
+    plane: ControlPlane, *args: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [str(plane.kubectl), f"--kubeconfig={plane.kubeconfig}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     if check:
         assert proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr}"
     return proc
 
 
 def policy_body(name: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "kafka-sidecar.io/v1alpha1", "kind": "KafkaSidecarPolicy",
-            "metadata": {"name": name},
-            "spec": {"sidecar": {"bootstrapServers": "127.0.0.1:9092"}, **spec}}
+    return {
+        "apiVersion": "kafka-sidecar.io/v1alpha1",
+        "kind": "KafkaSidecarPolicy",
+        "metadata": {"name": name},
+        "spec": {"sidecar": {"bootstrapServers": "127.0.0.1:9092"}, **spec},
+    }
 
 
 def create_policy(api: k8s.ApiClient, namespace: str, name: str = "p", **spec: Any) -> None:
     k8s.CustomObjectsApi(api).create_namespaced_custom_object(
-        "kafka-sidecar.io", "v1alpha1", namespace, "kafkasidecarpolicies", policy_body(name, **spec))
+        "kafka-sidecar.io", "v1alpha1", namespace, "kafkasidecarpolicies", policy_body(name, **spec)
+    )
 
 
-def pod_body(name: str, annotations: dict[str, str] | None = None,
-             labels: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
-    return {"metadata": {"name": name, "labels": labels or {"app": "web"},
-                         "annotations": annotations if annotations is not None
-                         else {"kafka-sidecar.io/inject": "true"}},
-            "spec": {"containers": [{"name": "app", "image": "app:1"}], **spec}}
+def pod_body(
+    name: str,
+    annotations: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "labels": labels or {"app": "web"},
+            "annotations": annotations
+            if annotations is not None
+            else {"kafka-sidecar.io/inject": "true"},
+        },
+        "spec": {"containers": [{"name": "app", "image": "app:1"}], **spec},
+    }
 
 
 def status_of(pod: Any) -> dict[str, Any]:
@@ -66,9 +86,12 @@ def wait_for(check: Any, timeout: float = 30, what: str = "condition") -> Any:
 
 
 @pytest.mark.parametrize("sample", sorted(p.name for p in SAMPLES.glob("kafkasidecarpolicy-*")))
-def test_samples_are_accepted_by_the_api_server(control_plane: ControlPlane, crd_installed: None,
-                                                namespace: str, sample: str) -> None:
-    kubectl(control_plane, "apply", "--dry-run=server", "-n", namespace, "-f", str(SAMPLES / sample))
+def test_samples_are_accepted_by_the_api_server(
+    control_plane: ControlPlane, crd_installed: None, namespace: str, sample: str
+) -> None:
+    kubectl(
+        control_plane, "apply", "--dry-run=server", "-n", namespace, "-f", str(SAMPLES / sample)
+    )
 
 
 @pytest.mark.parametrize(
@@ -77,27 +100,43 @@ def test_samples_are_accepted_by_the_api_server(control_plane: ControlPlane, crd
         ({"rollout": {"percentage": 150}}, "spec.rollout.percentage: Invalid value: 150"),
         ({"rollout": {"granularity": "node"}}, 'supported values: "pod", "workload"'),
         ({"sidecar": {}}, "spec.sidecar.bootstrapServers: Required value"),
-        ({"fallback": {"alert": {"window": "1m", "sustainedFor": "5m"}}},
-         "fallback.alert.sustainedFor must not be longer than fallback.alert.window"),
+        (
+            {"fallback": {"alert": {"window": "1m", "sustainedFor": "5m"}}},
+            "fallback.alert.sustainedFor must not be longer than fallback.alert.window",
+        ),
         ({"fallback": {"alert": {"window": "five minutes"}}}, "spec.fallback.alert.window"),
         ({"fallback": {"alert": {"maxRatio": 2}}}, "spec.fallback.alert.maxRatio"),
-        ({"sidecar": {"bootstrapServers": "k:1",
-                      "resources": {"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}}}},
-         "resources.requests.memory must not exceed resources.limits.memory"),
-        ({"sidecar": {"bootstrapServers": "k:1", "producerConfig": {"bootstrap.servers": "x"}}},
-         "set bootstrap servers in sidecar.bootstrapServers"),
-        ({"sidecar": {"bootstrapServers": "k:1", "producerConfig": {"Linger_MS": "5"}}},
-         "producerConfig keys must be librdkafka property names"),
+        (
+            {
+                "sidecar": {
+                    "bootstrapServers": "k:1",
+                    "resources": {"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}},
+                }
+            },
+            "resources.requests.memory must not exceed resources.limits.memory",
+        ),
+        (
+            {"sidecar": {"bootstrapServers": "k:1", "producerConfig": {"bootstrap.servers": "x"}}},
+            "set bootstrap servers in sidecar.bootstrapServers",
+        ),
+        (
+            {"sidecar": {"bootstrapServers": "k:1", "producerConfig": {"Linger_MS": "5"}}},
+            "producerConfig keys must be librdkafka property names",
+        ),
     ],
 )
 def test_invalid_policy_is_rejected_with_a_message_naming_the_field(
-    control_plane: ControlPlane, crd_installed: None, namespace: str, spec: dict[str, Any],
+    control_plane: ControlPlane,
+    crd_installed: None,
+    namespace: str,
+    spec: dict[str, Any],
     message: str,
 ) -> None:
     body = policy_body("bad")
     body["spec"].update(spec)
-    proc = kubectl(control_plane, "apply", "-n", namespace, "-f", "-", stdin=json.dumps(body),
-                   check=False)
+    proc = kubectl(
+        control_plane, "apply", "-n", namespace, "-f", "-", stdin=json.dumps(body), check=False
+    )
     assert proc.returncode != 0
     assert message in proc.stderr
 
@@ -110,14 +149,22 @@ def test_annotated_pod_in_an_enabled_namespace_is_injected(
 ) -> None:
     create_policy(api_client, enabled_namespace)
     core = k8s.CoreV1Api(api_client)
-    wait_for(lambda: status_of(core.create_namespaced_pod(enabled_namespace, pod_body("x"),
-                                                          dry_run="All")).get("reason")
-             == "injected", what="the policy to reach the webhook's index")
+    wait_for(
+        lambda: (
+            status_of(
+                core.create_namespaced_pod(enabled_namespace, pod_body("x"), dry_run="All")
+            ).get("reason")
+            == "injected"
+        ),
+        what="the policy to reach the webhook's index",
+    )
     core.create_namespaced_pod(enabled_namespace, pod_body("web-1"))
     stored = core.read_namespaced_pod("web-1", enabled_namespace)
     assert [c.name for c in stored.spec.init_containers] == ["kafka-sidecar"]
     assert stored.spec.init_containers[0].restart_policy == "Always"
-    assert {e.name: e.value for e in stored.spec.containers[0].env}["KAFKA_SIDECAR_MODE"] == "sidecar"
+    assert {e.name: e.value for e in stored.spec.containers[0].env}[
+        "KAFKA_SIDECAR_MODE"
+    ] == "sidecar"
     assert status_of(stored)["decision"] == "injected"
 
 
@@ -149,8 +196,14 @@ def test_bad_override_admits_the_pod_without_the_sidecar_and_says_why(
     status = status_of(stored)
     assert status["reason"] == "invalid-override"
     assert "kafka-sidecar.io/cpu-limit='plenty'" in status["message"]
-    events = wait_for(lambda: [e for e in core.list_namespaced_event(enabled_namespace).items
-                               if e.reason == "InjectionSkipped"], what="an InjectionSkipped Event")
+    events = wait_for(
+        lambda: [
+            e
+            for e in core.list_namespaced_event(enabled_namespace).items
+            if e.reason == "InjectionSkipped"
+        ],
+        what="an InjectionSkipped Event",
+    )
     assert "cpu-limit" in events[0].message
 
 
@@ -159,9 +212,15 @@ def test_kubectl_get_ksp_shows_the_rollout_columns(
 ) -> None:
     create_policy(api_client, enabled_namespace, name="orders", rollout={"percentage": 100})
     core = k8s.CoreV1Api(api_client)
-    wait_for(lambda: status_of(core.create_namespaced_pod(enabled_namespace, pod_body("x"),
-                                                          dry_run="All")).get("reason")
-             == "injected", what="the policy index")
+    wait_for(
+        lambda: (
+            status_of(
+                core.create_namespaced_pod(enabled_namespace, pod_body("x"), dry_run="All")
+            ).get("reason")
+            == "injected"
+        ),
+        what="the policy index",
+    )
     for n in range(3):
         core.create_namespaced_pod(enabled_namespace, pod_body(f"web-{n}"))
 
@@ -171,19 +230,30 @@ def test_kubectl_get_ksp_shows_the_rollout_columns(
 
     output = wait_for(line, what="status with 3 matched pods")
     header, row = output.splitlines()[:2]
-    assert header.split() == ["NAME", "TARGET", "MATCHED", "INJECTED", "ACTUAL", "FALLBACK",
-                              "ALERT", "AGE"]
+    assert header.split() == [
+        "NAME",
+        "TARGET",
+        "MATCHED",
+        "INJECTED",
+        "ACTUAL",
+        "FALLBACK",
+        "ALERT",
+        "AGE",
+    ]
     assert row.split()[:7] == ["orders", "100", "3", "3", "100%", "-", "Ok"]
     described = kubectl(control_plane, "describe", "ksp", "orders", "-n", enabled_namespace).stdout
     for condition in ("Ready", "RolloutProgressing", "FallbackAlert"):
         assert condition in described
 
 
-def test_operator_metrics_count_decisions_by_reason(operator: OperatorProcess,
-                                                    api_client: k8s.ApiClient,
-                                                    enabled_namespace: str) -> None:
-    k8s.CoreV1Api(api_client).create_namespaced_pod(enabled_namespace,
-                                                    pod_body("m", annotations={}))
+def test_operator_metrics_count_decisions_by_reason(
+    operator: OperatorProcess, api_client: k8s.ApiClient, enabled_namespace: str
+) -> None:
+    k8s.CoreV1Api(api_client).create_namespaced_pod(
+        enabled_namespace, pod_body("m", annotations={})
+    )
     text = operator.metrics()
-    assert 'kafka_sidecar_operator_injections_total{reason="no-annotation",result="skipped"}' in text
+    assert (
+        'kafka_sidecar_operator_injections_total{reason="no-annotation",result="skipped"}' in text
+    )
     assert "kafka_sidecar_operator_webhook_duration_seconds_bucket" in text

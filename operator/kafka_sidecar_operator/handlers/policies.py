@@ -8,6 +8,8 @@ from typing import Any
 
 import aiohttp
 import kopf
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 
 from kafka_sidecar_operator.conditions import PodView, build_status, count
 from kafka_sidecar_operator.config import OperatorConfig
@@ -20,6 +22,10 @@ from kafka_sidecar_operator.fallback import (
 from kafka_sidecar_operator.metrics import FALLBACK_SCRAPES, RECONCILES
 from kafka_sidecar_operator.names import GROUP, PLURAL, VERSION
 from kafka_sidecar_operator.policies import Policy
+from kafka_sidecar_operator.prometheus_rules import GROUP as RULE_GROUP
+from kafka_sidecar_operator.prometheus_rules import PLURAL as RULE_PLURAL
+from kafka_sidecar_operator.prometheus_rules import VERSION as RULE_VERSION
+from kafka_sidecar_operator.prometheus_rules import prometheus_rule, rule_name
 
 SCRAPE_TIMEOUT = aiohttp.ClientTimeout(total=2)
 
@@ -75,9 +81,48 @@ async def reconcile_status(
         RECONCILES.labels("error").inc()
         raise
     RECONCILES.labels("ok").inc()
+    await own_prometheus_rule(memo, policy, body)
     announce_transitions(body, previous, status["conditions"])
     if _changed(body.get("status") or {}, status):
         patch.status.update(status)
+
+
+async def own_prometheus_rule(memo: kopf.Memo, policy: Policy, body: kopf.Body) -> None:
+    """Create or update the policy's PrometheusRule once per generation, if the CRD exists.
+
+    Without the CRD the attempt is repeated every few minutes (it may be installed later).
+    """
+    applied: dict[str, int] = memo.setdefault("rules_applied", {})
+    absent_until: float = memo.get("rules_absent_until", 0.0)
+    if applied.get(policy.key) == policy.generation or time.monotonic() < absent_until:
+        return
+    rule: Any = prometheus_rule(policy, body)
+    api = k8s.CustomObjectsApi(memo.api)
+
+    def apply() -> bool:
+        try:
+            api.create_namespaced_custom_object(
+                RULE_GROUP, RULE_VERSION, policy.namespace, RULE_PLURAL, rule
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            if error.status != 409:
+                raise
+            api.patch_namespaced_custom_object(
+                RULE_GROUP,
+                RULE_VERSION,
+                policy.namespace,
+                RULE_PLURAL,
+                rule_name(policy),
+                {"spec": rule["spec"]},
+            )
+        return True
+
+    if await asyncio.get_running_loop().run_in_executor(None, apply):
+        applied[policy.key] = policy.generation
+    else:
+        memo.rules_absent_until = time.monotonic() + 300
 
 
 async def scrape(pod: PodView) -> PodSample:
