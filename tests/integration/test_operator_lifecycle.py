@@ -166,7 +166,7 @@ def mark_running(core: k8s.CoreV1Api, namespace: str, name: str, ip: str, ready:
 
 
 def conditions(api: k8s.ApiClient, namespace: str, name: str = "p") -> dict[str, dict[str, Any]]:
-    policy = k8s.CustomObjectsApi(api).get_namespaced_custom_object(
+    policy: Any = k8s.CustomObjectsApi(api).get_namespaced_custom_object(
         "kafka-sidecar.io", "v1alpha1", namespace, "kafkasidecarpolicies", name
     )
     return {c["type"]: c for c in (policy.get("status") or {}).get("conditions", [])}
@@ -246,7 +246,7 @@ spec:
     )
     assert "went around the sidecar" in events[0].message
     wait_policy_active(core, enabled_namespace, expect="policy-paused")  # autoPause
-    rule = k8s.CustomObjectsApi(api_client).get_namespaced_custom_object(
+    rule: Any = k8s.CustomObjectsApi(api_client).get_namespaced_custom_object(
         "monitoring.coreos.com", "v1", enabled_namespace, "prometheusrules", "kafka-sidecar-p"
     )
     assert rule["metadata"]["ownerReferences"][0]["kind"] == "KafkaSidecarPolicy"
