@@ -74,10 +74,12 @@ test-integration: venv localenv-install ## Integration tests against the real Ka
 .PHONY: bench
 bench: venv localenv-install ## Measure events/s, produce() cost and broker connections: bench/results/
 	$(PY) bench/data_path.py --out bench/results
+	$(PY) bench/operator.py --out bench/results
 
 .PHONY: bench-smoke
 bench-smoke: venv localenv-install ## A tiny run of the benchmarks (CI runs it so they cannot rot)
 	$(PY) bench/data_path.py --smoke --out bench/results/smoke
+	$(PY) bench/operator.py --pods 50 --out bench/results/smoke
 
 ##@ Local environment (real Kafka + etcd + kube-apiserver on 127.0.0.1)
 .PHONY: localenv-install

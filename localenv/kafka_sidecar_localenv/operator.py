@@ -57,6 +57,12 @@ class OperatorProcess:
         with urllib.request.urlopen(self.metrics_url, timeout=5) as response:  # noqa: S310
             return str(response.read().decode())
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        assert self.process.pid is not None
+        return self.process.pid
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop(grace=20)
