@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                     "spec": {"containers": [{"name": "app", "image": "app:1"}]},
                 }
                 created = core.create_namespaced_pod("bench", pod)
-                injected += bool(created.spec.init_containers)
+                injected += bool(created.spec and created.spec.init_containers)
             seconds = time.monotonic() - started
             time.sleep(3)  # the pod index catches up
             after = webhook_buckets(plane)
