@@ -90,11 +90,14 @@ def main(argv: list[str] | None = None) -> int:
                 capture_output=True,
             )
             operator.start()
-            api = k8s_config.new_client_from_config(config_file=str(plane.kubeconfig))
-            core = k8s.CoreV1Api(api)
-            core.create_namespace(
-                {"metadata": {"name": "bench", "labels": {"kafka-sidecar.io/injection": "enabled"}}}
+            api = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
+                config_file=str(plane.kubeconfig)
             )
+            core = k8s.CoreV1Api(api)
+            namespace: Any = {
+                "metadata": {"name": "bench", "labels": {"kafka-sidecar.io/injection": "enabled"}}
+            }
+            core.create_namespace(namespace)
             policy: Any = {
                 "apiVersion": "kafka-sidecar.io/v1alpha1",
                 "kind": "KafkaSidecarPolicy",
