@@ -90,6 +90,10 @@ localenv-install: venv ## Build/fetch Kafka, etcd, kube-apiserver and kubectl in
 localenv-up: localenv-install ## Start the local environment (BROKERS=3 for three Kafka nodes)
 	$(PY) -m kafka_sidecar_localenv up --brokers $(BROKERS)
 
+.PHONY: localenv-env
+localenv-env: ## Print exports for the running environment: eval $$(make -s localenv-env)
+	@$(PY) -m kafka_sidecar_localenv env
+
 .PHONY: localenv-down
 localenv-down: venv ## Stop everything localenv-up started
 	$(PY) -m kafka_sidecar_localenv down

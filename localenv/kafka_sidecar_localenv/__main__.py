@@ -84,7 +84,7 @@ def down(root: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kafka_sidecar_localenv")
-    parser.add_argument("command", choices=["install", "up", "down", "status"])
+    parser.add_argument("command", choices=["install", "up", "down", "status", "env"])
     parser.add_argument("--root", type=Path, default=Path(".localenv"))
     parser.add_argument(
         "--brokers",
@@ -104,8 +104,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "down":
         return down(root)
     state_path = root / "state.json"
+    if args.command == "env":
+        if not state_path.exists():
+            say("not running: make localenv-up first")
+            return 1
+        print(shell_exports(json.loads(state_path.read_text())))
+        return 0
     print(state_path.read_text() if state_path.exists() else "not running")
     return 0
+
+
+def shell_exports(state: dict[str, Any]) -> str:
+    """``eval $(make -s localenv-env)``: the matching kubectl first on PATH, its kubeconfig."""
+    kubectl_dir = Path(state["kubernetes"]["kubectl"]).parent
+    return "\n".join(
+        [
+            f"export KUBECONFIG={state['kubernetes']['kubeconfig']}",
+            f'export PATH="{kubectl_dir}:$PATH"',
+            f"export KAFKA_BOOTSTRAP_SERVERS={state['kafka']['bootstrap_servers']}",
+        ]
+    )
 
 
 if __name__ == "__main__":
