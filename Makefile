@@ -34,7 +34,7 @@ $(VENV)/.installed: pyproject.toml
 lint: venv proto-check ## ruff (lint + format check), mypy --strict, import contracts, proto drift
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict client sidecar operator localenv tests bench
+	$(BIN)/mypy --strict client sidecar operator localenv tests bench examples
 	$(BIN)/lint-imports
 
 .PHONY: fmt

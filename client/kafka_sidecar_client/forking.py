@@ -13,6 +13,10 @@ from typing import Any, Protocol
 
 
 class ForkAware(Protocol):
+    def before_fork(self) -> None: ...
+
+    def after_fork_in_parent(self) -> None: ...
+
     def after_fork_in_child(self) -> None: ...
 
 
@@ -28,9 +32,21 @@ def abandon(thing: object) -> None:
     _ABANDONED.append(thing)
 
 
+def _before_fork() -> None:
+    for producer in list(_PRODUCERS):
+        producer.before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for producer in list(_PRODUCERS):
+        producer.after_fork_in_parent()
+
+
 def _after_fork_in_child() -> None:
     for producer in list(_PRODUCERS):
         producer.after_fork_in_child()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)

@@ -76,6 +76,14 @@ class Producer:
         DIRECT_REASONS[reason] = DIRECT_REASONS.get(reason, 0) + 1
         self.mode = "direct"
 
+    def before_fork(self) -> None:
+        if self._sidecar is not None:
+            self._sidecar.quiesce()
+
+    def after_fork_in_parent(self) -> None:
+        if self._sidecar is not None:
+            self._sidecar.resume()
+
     def after_fork_in_child(self) -> None:
         """Fresh per-process state: the parent's threads, channel and librdkafka do not survive."""
         if self._sidecar is not None:

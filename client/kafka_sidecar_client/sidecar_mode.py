@@ -90,6 +90,13 @@ class SidecarMode:
         self.closed = False
         self.started = False
         self.fallback = DirectFallback(config, self.client_id)
+        # Fork safety: gRPC runs its fork handlers only when no thread is inside a call, so
+        # before a fork the sender finishes its call and the report stream is cancelled.
+        self.rpc_gate = threading.Lock()
+        self.forking = threading.Event()
+        self.streaming = threading.Event()
+        self._gate_held = False
+        self.failures = 0  # consecutive failed calls
         self.transport: SidecarTransport | None = None
 
     # -- the app's calls --------------------------------------------------------------------
@@ -215,6 +222,26 @@ class SidecarMode:
             self._fold_attempts()
             return self.counters.as_dict()
 
+    # -- fork -------------------------------------------------------------------------------
+
+    def quiesce(self) -> None:
+        """Before ``fork()``: no thread of ours inside gRPC, so its fork handlers can run."""
+        if not self.started or self.transport is None:
+            return
+        self.forking.set()
+        self._gate_held = self.rpc_gate.acquire(timeout=self.settings.rpc_timeout_ms / 1000 + 1)
+        deadline = time.monotonic() + 2
+        while self.streaming.is_set() and time.monotonic() < deadline:
+            self.transport.cancel_stream()
+            time.sleep(0.002)
+
+    def resume(self) -> None:
+        """After ``fork()``, in the parent."""
+        if self._gate_held:
+            self._gate_held = False
+            self.rpc_gate.release()
+        self.forking.clear()
+
     # -- threads ----------------------------------------------------------------------------
 
     def _start(self) -> None:
@@ -270,7 +297,8 @@ class SidecarMode:
         request = ProduceBatch(client_id=self.client_id, app=self.settings.app, counters=counters)
         add_to_batch(request, batch)
         try:
-            answer = self.transport.emit(request)
+            with self.rpc_gate:
+                answer = self.transport.emit(request)
         except SidecarBackpressure as pressure:
             with self.lock:
                 self._requeue(batch)
@@ -279,7 +307,13 @@ class SidecarMode:
         except SidecarUnreachable as error:
             with self.lock:
                 self._requeue(batch)
-            self._enter_fallback(str(error))
+            # One quick retry first: a connection reset (or gRPC's fork bookkeeping) is not an
+            # outage; two failures in a row are.
+            self.failures += 1
+            if self.failures < 2:
+                time.sleep(0.05)
+            else:
+                self._enter_fallback(str(error))
             return
         except SidecarRefused as error:
             with self.lock:
@@ -287,6 +321,7 @@ class SidecarMode:
                     if self.inflight.pop(event.sequence, None) is not None:
                         self._complete(event, KafkaError(KafkaError._INVALID_ARG, str(error)))
             return
+        self.failures = 0
         retry_after = 0.0
         with self.lock:
             sidecar = answer.sidecar_id
@@ -308,7 +343,11 @@ class SidecarMode:
         assert self.transport is not None
         backoff = 0.05
         while not self.closed:
+            if self.forking.is_set():
+                time.sleep(0.005)
+                continue
             sidecar = None
+            self.streaming.set()
             try:
                 for batch in self.transport.subscribe(self.client_id):
                     if sidecar is None:
@@ -318,6 +357,10 @@ class SidecarMode:
                     self._resolve(batch)
             except SidecarUnreachable:
                 pass
+            finally:
+                self.streaming.clear()
+            if self.forking.is_set():
+                continue  # cancelled for a fork, not lost: the same sidecar still has the reports
             if sidecar is not None:
                 self._stream_ended(sidecar)
             time.sleep(backoff)
@@ -465,7 +508,9 @@ class SidecarMode:
 
     def _probe(self) -> None:
         assert self.transport is not None
-        if not self.transport.healthy():
+        with self.rpc_gate:
+            healthy = self.transport.healthy()
+        if not healthy:
             self.next_probe = time.monotonic() + self._probe_delay()
             return
         # Back to the sidecar only once the direct producer is empty, so no key is reordered.

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -65,6 +66,7 @@ class SidecarTransport:
         self.stub = sidecar_pb2_grpc.ProducerSidecarStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self.timeout = timeout
+        self.stream: Any = None
 
     def emit(self, request: ProduceBatch) -> ProduceBatchAck:
         try:
@@ -76,11 +78,19 @@ class SidecarTransport:
     def subscribe(self, client_id: str) -> Iterator[DeliveryReportBatch]:
         """The report stream; raises ``SidecarUnreachable`` when it breaks."""
         stream = self.stub.SubscribeReports(SubscribeRequest(client_id=client_id))
+        self.stream = stream
         try:
             yield from stream
         except grpc.RpcError as error:
             raise classify(error) from None
         finally:
+            stream.cancel()
+            self.stream = None
+
+    def cancel_stream(self) -> None:
+        """End the report stream from another thread (before a fork)."""
+        stream = self.stream
+        if stream is not None:
             stream.cancel()
 
     def healthy(self) -> bool:

@@ -26,6 +26,24 @@ def _socket_inodes(pid: int) -> set[str]:
     return inodes
 
 
+def with_descendants(pids: Iterable[int]) -> list[int]:
+    """The pids and every process below them (forked workers of an app, say)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found: list[int] = []
+    todo = list(pids)
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
 def broker_connections(pids: Iterable[int], broker_ports: Iterable[int]) -> int:
     """Established TCP connections from ``pids`` to any of ``broker_ports`` on loopback."""
     ports = {f"{port:04X}" for port in broker_ports}

@@ -15,6 +15,7 @@ from typing import Literal
 PRODUCER_PREFIX = "KAFKA_PRODUCER_"
 DEFAULT_LISTEN = "unix:///var/run/kafka-sidecar/sidecar.sock"
 DEFAULT_METRICS_ADDR = "0.0.0.0:9464"
+MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the terminating NUL
 
 # What the sidecar's single producer runs with unless KAFKA_PRODUCER_* says otherwise: no loss and
 # no reordering on retries (idempotence, acks=all), cheap bandwidth, and a short linger so the
@@ -103,6 +104,11 @@ class SidecarConfig:
                 f"KAFKA_SIDECAR_LISTEN must be a unix:///path address, got {listen!r} "
                 "(use KAFKA_SIDECAR_LISTEN_TCP for a loopback TCP port)"
             )
+        if len(socket_path(listen).encode()) > MAX_SOCKET_PATH:
+            raise ConfigError(
+                f"KAFKA_SIDECAR_LISTEN path is {len(socket_path(listen).encode())} bytes; a Unix "
+                f"socket path may have at most {MAX_SOCKET_PATH}: {listen!r}"
+            )
         listen_tcp = env.get("KAFKA_SIDECAR_LISTEN_TCP") or None
         if listen_tcp is not None:
             _loopback_address(listen_tcp, "KAFKA_SIDECAR_LISTEN_TCP")
@@ -187,6 +193,11 @@ def _loopback_address(raw: str, name: str) -> None:
             f"{name} must be a loopback address (127.0.0.0/8, ::1, localhost), "
             f"got {raw!r}: the sidecar has no authentication"
         )
+
+
+def socket_path(listen: str) -> str:
+    """The filesystem path of a ``unix:`` gRPC address."""
+    return listen.removeprefix("unix://").removeprefix("unix:")
 
 
 def split_address(raw: str) -> tuple[str, int]:

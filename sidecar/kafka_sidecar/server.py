@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from kafka_sidecar.config import ConfigError, SidecarConfig, split_address
+from kafka_sidecar.config import socket_path as unix_socket_path
 from kafka_sidecar.endpoints import start_http
 from kafka_sidecar.engine import Engine
 from kafka_sidecar.metrics import SidecarMetrics
@@ -79,7 +80,7 @@ class Sidecar:
         server = grpc.aio.server(options=GRPC_OPTIONS)
         sidecar_pb2_grpc.add_ProducerSidecarServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
-        socket_path = Path(self.config.listen.removeprefix("unix://").removeprefix("unix:"))
+        socket_path = Path(unix_socket_path(self.config.listen))
         socket_path.parent.mkdir(parents=True, exist_ok=True)
         socket_path.unlink(missing_ok=True)  # a socket left by a killed predecessor
         server.add_insecure_port(self.config.listen)

@@ -41,6 +41,7 @@ def test_allow_list_is_split_on_commas() -> None:
     [
         ({}, "KAFKA_PRODUCER_BOOTSTRAP_SERVERS is required"),
         ({**BASE, "KAFKA_SIDECAR_LISTEN": "127.0.0.1:5"}, "KAFKA_SIDECAR_LISTEN must be a unix:"),
+        ({**BASE, "KAFKA_SIDECAR_LISTEN": "unix:///" + "d/" * 60 + "s.sock"}, "at most 107"),
         (
             {**BASE, "KAFKA_SIDECAR_LISTEN_TCP": "10.0.0.1:5"},
             "KAFKA_SIDECAR_LISTEN_TCP must be a loopback",
