@@ -64,7 +64,7 @@ class LocalPod:
     apps: list[Container] = field(default_factory=list)
     volumes: dict[str, Path] = field(default_factory=dict)
     held: set[str] = field(default_factory=set)  # sidecars not to restart for now
-    _stopping: bool = False
+    _stopping: threading.Event = field(default_factory=threading.Event)
     _volume_root: Path | None = None
     _watcher: threading.Thread | None = None
 
@@ -124,7 +124,7 @@ class LocalPod:
 
     def stop(self, timeout: float | None = None) -> None:
         """Apps first (SIGTERM, then SIGKILL after the grace period), then the sidecars."""
-        self._stopping = True
+        self._stopping.set()
         grace = float(
             timeout
             if timeout is not None
@@ -161,13 +161,13 @@ class LocalPod:
     def _watch(self) -> None:
         """Restart dead native sidecars (restartPolicy Always) and keep the status current."""
         last_report = 0.0
-        while not self._stopping:
+        while not self._stopping.is_set():
             for sidecar in self.sidecars:
                 if sidecar.name in self.held:
                     continue
                 if sidecar.process is not None and not sidecar.process.alive():
                     time.sleep(1.0)  # the kubelet's restart back-off, shortened
-                    if self._stopping:
+                    if self._stopping.is_set():
                         return
                     sidecar.restarts += 1
                     self._launch(sidecar)
