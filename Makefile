@@ -11,6 +11,10 @@ BROKERS ?= 1
 export GOTOOLCHAIN := local
 
 ##@ Getting started
+.PHONY: demo
+demo: venv localenv-install ## The product on the local environment: rollout 0 -> 50 -> 100%, with a chart
+	$(PY) examples/demo.py
+
 .PHONY: help
 help: ## Show this list
 	@awk 'BEGIN {FS = ":.*##"} /^##@/ {printf "\n\033[1m%s\033[0m\n", substr($$0, 5)} \

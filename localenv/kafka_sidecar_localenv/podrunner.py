@@ -46,6 +46,7 @@ class Container:
     process: ManagedProcess | None = None
     restarts: int = 0
     native_sidecar: bool = False
+    probe_failures: int = 0  # consecutive readiness failures
 
     @property
     def name(self) -> str:
@@ -193,7 +194,12 @@ class LocalPod:
 
     def _container_status(self, container: Container) -> dict[str, Any]:
         alive = container.process is not None and container.process.alive()
-        ready = alive and self._probe_ok(container, "readinessProbe")
+        if alive and self._probe_ok(container, "readinessProbe"):
+            container.probe_failures = 0
+        else:
+            container.probe_failures += 1
+        # Like the kubelet: not ready only after failureThreshold (3) probes in a row fail.
+        ready = alive and container.probe_failures < 3
         return {
             "name": container.name,
             "ready": ready,

@@ -65,7 +65,8 @@ async def reconcile_status(
             injected = [
                 p for p in pods if p.injected and p.running and p.status.get("policy") == policy.key
             ]
-            samples = await asyncio.gather(*(scrape(p) for p in injected))
+            found = await asyncio.gather(*(scrape(p) for p in injected))
+            samples = [s for s in found if s is not None]
             previous_state = tracker.state
             tracker.observe(
                 now,
@@ -125,8 +126,11 @@ async def own_prometheus_rule(memo: kopf.Memo, policy: Policy, body: kopf.Body) 
         memo.rules_absent_until = time.monotonic() + 300
 
 
-async def scrape(pod: PodView) -> PodSample:
-    """A pod's client counters from its sidecar's /metrics; unreachable if not ready."""
+async def scrape(pod: PodView) -> PodSample | None:
+    """A pod's client counters from its sidecar's /metrics; unreachable if not ready.
+
+    A ready sidecar whose scrape fails is left out (None): one slow answer is not a fallback.
+    """
     if not pod.sidecar_ready or not pod.ip or not pod.metrics_port:
         FALLBACK_SCRAPES.labels("unreachable").inc()
         return PodSample(pod.name, reachable=False)
@@ -137,8 +141,8 @@ async def scrape(pod: PodView) -> PodSample:
         ):
             text = await response.text()
     except (aiohttp.ClientError, TimeoutError):
-        FALLBACK_SCRAPES.labels("unreachable").inc()
-        return PodSample(pod.name, reachable=False)
+        FALLBACK_SCRAPES.labels("failed").inc()
+        return None
     FALLBACK_SCRAPES.labels("ok").inc()
     attempts, fallback = client_totals(text)
     return PodSample(pod.name, attempts, fallback)
