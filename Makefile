@@ -85,6 +85,10 @@ bench-smoke: venv localenv-install ## A tiny run of the benchmarks (CI runs it s
 	$(PY) bench/data_path.py --smoke --out bench/results/smoke
 	$(PY) bench/operator.py --pods 50 --out bench/results/smoke
 
+.PHONY: test-e2e
+test-e2e: venv localenv-install ## End-to-end tests: webhook-mutated pods run locally against Kafka
+	$(PYTEST) tests/e2e
+
 ##@ Local environment (real Kafka + etcd + kube-apiserver on 127.0.0.1)
 .PHONY: localenv-install
 localenv-install: venv ## Build/fetch Kafka, etcd, kube-apiserver and kubectl into ~/.cache/kafka-sidecar

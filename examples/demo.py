@@ -311,6 +311,10 @@ def main() -> int:
             )
     finally:
         if keep:
+            state_path = STATE / "state.json"
+            recorded = json.loads(state_path.read_text())
+            recorded["pids"].insert(0, operator.pid)  # so make localenv-down stops it too
+            state_path.write_text(json.dumps(recorded, indent=2) + "\n")
             say(
                 f"\nKEEP=1: everything is still running. Look at it with:\n"
                 f"  eval $(make -s localenv-env)\n  kubectl get ksp -n {NAMESPACE}\n"
