@@ -40,6 +40,7 @@ lint: venv proto-check ## ruff (lint + format check), mypy --strict, import cont
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict client sidecar operator localenv tests bench examples
 	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile.sidecar Dockerfile.operator
 
 .PHONY: fmt
 fmt: venv ## Format the code with ruff
@@ -88,6 +89,11 @@ bench-smoke: venv localenv-install ## A tiny run of the benchmarks (CI runs it s
 .PHONY: test-e2e
 test-e2e: venv localenv-install ## End-to-end tests: webhook-mutated pods run locally against Kafka
 	$(PYTEST) tests/e2e
+
+##@ Deployment
+.PHONY: kind-deploy
+kind-deploy: ## Build both images and deploy to a kind cluster (needs Docker; CERT_MANAGER=0 to skip it)
+	hack/kind-up.sh
 
 ##@ Local environment (real Kafka + etcd + kube-apiserver on 127.0.0.1)
 .PHONY: localenv-install

@@ -27,7 +27,7 @@ class OperatorProcess:
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
-    def start(self, timeout: float = 60.0) -> OperatorProcess:
+    def start(self, timeout: float = 60.0, command: list[str] | None = None) -> OperatorProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.webhook_port = self.webhook_port or free_port()
         self.metrics_port = self.metrics_port or free_port()
@@ -35,7 +35,7 @@ class OperatorProcess:
         self.starts += 1
         self.process = ManagedProcess(
             name=f"operator-{self.starts}",
-            argv=[sys.executable, "-m", "kafka_sidecar_operator", "run", "--local"],
+            argv=command or [sys.executable, "-m", "kafka_sidecar_operator", "run", "--local"],
             log_path=self.workdir / "operator.log",
             env={
                 "KUBECONFIG": str(self.kubeconfig),

@@ -39,7 +39,9 @@ class SidecarProcess:
     def metrics_url(self) -> str:
         return f"http://{self.host}:{self.metrics_port}"
 
-    def start(self, timeout: float = 60.0, wait_ready: bool = True) -> SidecarProcess:
+    def start(
+        self, timeout: float = 60.0, wait_ready: bool = True, command: list[str] | None = None
+    ) -> SidecarProcess:
         """Start and wait for /readyz (broker metadata), or only /healthz when Kafka is down."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.metrics_port = self.metrics_port or free_port(self.host)
@@ -52,7 +54,7 @@ class SidecarProcess:
         }
         self.process = ManagedProcess(
             name=f"sidecar-{self.starts}",
-            argv=[sys.executable, "-m", "kafka_sidecar", "serve"],
+            argv=command or [sys.executable, "-m", "kafka_sidecar", "serve"],
             log_path=self.workdir / "sidecar.log",
             env=env,
         ).start()

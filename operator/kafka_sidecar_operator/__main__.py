@@ -7,9 +7,11 @@ the MutatingWebhookConfiguration itself and removes it on exit — for the local
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
+import random
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +23,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import start_http_server
 
-from kafka_sidecar_operator import handlers  # noqa: F401 - registers the handlers
+from kafka_sidecar_operator import handlers, tls  # noqa: F401 - registers the handlers
 from kafka_sidecar_operator.config import OperatorConfig, OperatorConfigError
 from kafka_sidecar_operator.handlers import pods, policies  # noqa: F401
 from kafka_sidecar_operator.metrics import REGISTRY
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         start_http_server(config.metrics_port, registry=REGISTRY)
 
     @kopf.on.startup()
-    def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         settings.posting.level = logging.WARNING  # our own Normal Events are posted explicitly
         settings.persistence.finalizer = "kafka-sidecar.io/operator"
         settings.admission.managed = None
@@ -96,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             register(config, url_client_config(host, config.webhook_port, ca_bundle))
             memo.registered = True
         else:
+            if config.tls == "self-managed":
+                tls.ensure(_api(), config.namespace, config.cert_dir, config.webhook_name)
+                memo.renewer = asyncio.create_task(renew_forever(config))
             settings.admission.server = kopf.WebhookServer(
                 addr=config.webhook_host,
                 port=config.webhook_port,
@@ -119,13 +124,27 @@ def main(argv: list[str] | None = None) -> int:
     kopf.run(
         clusterwide=not config.watch_namespaces,
         namespaces=config.watch_namespaces,
-        standalone=True,
+        standalone=not config.peering or args.local,
+        peering_name=config.peering or None,
+        priority=random.randint(1, 1_000_000),  # noqa: S311 - distinct, not secret
         memo=kopf.Memo(config=config),
         liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz"
         if config.health_port
         else None,
     )
     return 0
+
+
+async def renew_forever(config: OperatorConfig) -> None:
+    """Self-managed TLS: check hourly; renewal happens with a third of the lifetime left."""
+    while True:
+        await asyncio.sleep(3600)
+        try:
+            await asyncio.to_thread(
+                tls.ensure, _api(), config.namespace, config.cert_dir, config.webhook_name
+            )
+        except Exception:
+            log.exception("Could not renew the webhook certificate; retrying in an hour")
 
 
 def _api() -> k8s.ApiClient:

@@ -47,6 +47,14 @@ class OperatorConfig:
     fallback_interval: float = 15.0
     """``KAFKA_SIDECAR_OPERATOR_FALLBACK_INTERVAL``: seconds between fallback scrapes per policy."""
 
+    tls: str = "files"
+    """``KAFKA_SIDECAR_OPERATOR_TLS``: ``files`` (cert-manager or another tool writes CERT_DIR) or
+    ``self-managed`` (the operator keeps its own CA in a Secret and patches the caBundle)."""
+
+    peering: str = ""
+    """``KAFKA_SIDECAR_OPERATOR_PEERING``: the ClusterKopfPeering replicas coordinate through;
+    empty runs standalone (one replica)."""
+
     excluded_namespaces: tuple[str, ...] = ("kube-system",)
     """Never injected, besides the operator's own namespace."""
 
@@ -58,6 +66,9 @@ class OperatorConfig:
     def from_env(cls, env: Mapping[str, str]) -> OperatorConfig:
         prefix = "KAFKA_SIDECAR_OPERATOR_"
         watch = env.get(f"{prefix}WATCH_NAMESPACES", "")
+        tls = env.get(f"{prefix}TLS", "files") or "files"
+        if tls not in ("files", "self-managed"):
+            raise OperatorConfigError(f"{prefix}TLS must be files or self-managed, got {tls!r}")
         return cls(
             namespace=env.get(f"{prefix}NAMESPACE", cls.namespace) or cls.namespace,
             watch_namespaces=tuple(n.strip() for n in watch.split(",") if n.strip()),
@@ -67,6 +78,8 @@ class OperatorConfig:
             cert_dir=Path(env.get(f"{prefix}CERT_DIR", str(cls.cert_dir))),
             webhook_name=env.get(f"{prefix}WEBHOOK_NAME", cls.webhook_name) or cls.webhook_name,
             metrics_port=_port(env, f"{prefix}METRICS_PORT", cls.metrics_port, allow_zero=True),
+            tls=tls,
+            peering=env.get(f"{prefix}PEERING", ""),
             health_port=_port(env, f"{prefix}HEALTH_PORT", cls.health_port, allow_zero=True),
             fallback_interval=_seconds(env, f"{prefix}FALLBACK_INTERVAL", cls.fallback_interval),
         )

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from kafka_sidecar_operator.names import (
     APP_ENV,
     INJECT_ANNOTATION,
+    INJECTED_LABEL,
     METRICS_PORT_NAME,
     SIDECAR_NAME,
     SOCKET_ADDRESS,
@@ -224,6 +225,8 @@ def inject(pod: Mapping[str, Any], decision: Decision, default_image: str) -> In
         status["envConflicts"] = conflicts
     metadata = result.setdefault("metadata", {})
     metadata.setdefault("annotations", {})[STATUS_ANNOTATION] = json.dumps(status, sort_keys=True)
+    # A label, unlike the annotation, can select the injected pods (PodMonitor, kubectl -l).
+    metadata.setdefault("labels", {})[INJECTED_LABEL] = "true"
     return Injected(result, tuple(warnings), tuple(conflicts))
 
 

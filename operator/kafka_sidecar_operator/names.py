@@ -6,6 +6,7 @@ DOMAIN = "kafka-sidecar.io"
 INJECT_ANNOTATION = f"{DOMAIN}/inject"
 STATUS_ANNOTATION = f"{DOMAIN}/status"
 NAMESPACE_LABEL = f"{DOMAIN}/injection"
+INJECTED_LABEL = f"{DOMAIN}/injected"
 NAMESPACE_LABEL_VALUE = "enabled"
 
 GROUP = DOMAIN

@@ -119,6 +119,7 @@ def test_injection_adds_a_hardened_native_sidecar_first_and_wires_every_app_cont
     assert status["decision"] == "injected"
     assert status["policy"] == "ns/p"
     assert status["image"] == "default:1"
+    assert result.pod["metadata"]["labels"]["kafka-sidecar.io/injected"] == "true"
     assert 0 <= status["bucket"] < 100
 
 
