@@ -90,21 +90,18 @@ def worker(producer: Producer, config: dict[str, Any], index: int) -> None:
         else:
             next_at = time.monotonic()
     left = producer.flush(60)
-    print(
-        json.dumps(
-            {
-                "app": config["name"],
-                "worker": index,
-                "produced": produced,
-                "acked": sum(v + 1 for v in acked.values()),
-                "failed": failed,
-                "unflushed": left,
-                "last": last,
-                "mode": os.environ.get("KAFKA_SIDECAR_MODE", "direct"),
-            }
-        ),
-        flush=True,
-    )
+    report = {
+        "app": config["name"],
+        "worker": index,
+        "produced": produced,
+        "acked": sum(v + 1 for v in acked.values()),
+        "failed": failed,
+        "unflushed": left,
+        "last": last,
+        "mode": os.environ.get("KAFKA_SIDECAR_MODE", "direct"),
+    }
+    # One write() per line: the workers share stdout, and print() may split a line in two.
+    os.write(sys.stdout.fileno(), (json.dumps(report) + "\n").encode())
 
 
 def main() -> int:
