@@ -27,6 +27,7 @@ from kafka_sidecar_localenv.__main__ import down, up
 from kafka_sidecar_localenv.connections import broker_connections, with_descendants
 from kafka_sidecar_localenv.operator import OperatorProcess
 from kafka_sidecar_localenv.podrunner import LocalPod
+from kafka_sidecar_localenv.sample_app import sample_app_pod
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE = ROOT / ".localenv"
@@ -64,41 +65,6 @@ def end_offsets(bootstrap: str) -> int:
         return total
     finally:
         consumer.close()
-
-
-def pod_body(step: int, index: int, bootstrap: str) -> Any:
-    return {
-        "metadata": {
-            "name": f"orders-{step}-{index}",
-            "labels": {"app": "orders", "pod-template-hash": f"s{step}"},
-            "annotations": {"kafka-sidecar.io/inject": "true"},
-            "ownerReferences": [
-                {
-                    "apiVersion": "apps/v1",
-                    "kind": "ReplicaSet",
-                    "name": f"orders-s{step}",
-                    "uid": f"demo-rs-{step}",
-                    "controller": True,
-                }
-            ],
-        },
-        "spec": {
-            "terminationGracePeriodSeconds": 40,
-            "containers": [
-                {
-                    "name": "app",
-                    "image": "orders:1",
-                    "command": ["python", "examples/producer_app.py"],
-                    "env": [
-                        {"name": "KAFKA_BOOTSTRAP_SERVERS", "value": bootstrap},
-                        {"name": "APP_TOPIC", "value": TOPIC},
-                        {"name": "APP_WORKERS", "value": str(WORKERS)},
-                        {"name": "APP_RATE", "value": str(RATE)},
-                    ],
-                }
-            ],
-        },
-    }
 
 
 def sidecar_fallback(pods: list[LocalPod]) -> tuple[float, float]:
@@ -141,8 +107,9 @@ def run_step(
     )
     time.sleep(2)  # the policy reaches the webhook's index
     names = [f"orders-{step}-{i}" for i in range(PODS)]
-    for i in range(PODS):
-        core.create_namespaced_pod(NAMESPACE, pod_body(step, i, bootstrap))
+    for name in names:
+        body: Any = sample_app_pod(f"orders-s{step}", bootstrap, TOPIC, WORKERS, RATE, name=name)
+        core.create_namespaced_pod(NAMESPACE, body)
 
     def write_status(namespace: str, name: str, status: dict[str, Any]) -> None:
         core.patch_namespaced_pod_status(name, namespace, {"status": status})

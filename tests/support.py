@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 import uuid
+from typing import Any
 
 from confluent_kafka import Consumer, Message
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
+from kubernetes import client as k8s
 
 from kafka_sidecar_localenv.kafka import KafkaCluster
+from kafka_sidecar_localenv.kube import ControlPlane
 
 
 def unique_name(prefix: str) -> str:
@@ -51,3 +56,84 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 60.0
     finally:
         consumer.close()
     return messages
+
+
+# -- Kubernetes ---------------------------------------------------------------------------
+
+
+def kubectl(
+    plane: ControlPlane, *args: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [str(plane.kubectl), f"--kubeconfig={plane.kubeconfig}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    if check:
+        assert proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr}"
+    return proc
+
+
+def policy_body(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "kafka-sidecar.io/v1alpha1",
+        "kind": "KafkaSidecarPolicy",
+        "metadata": {"name": name},
+        "spec": {"sidecar": {"bootstrapServers": "127.0.0.1:9092"}, **spec},
+    }
+
+
+def create_policy(api: k8s.ApiClient, namespace: str, name: str = "p", **spec: Any) -> None:
+    k8s.CustomObjectsApi(api).create_namespaced_custom_object(
+        "kafka-sidecar.io", "v1alpha1", namespace, "kafkasidecarpolicies", policy_body(name, **spec)
+    )
+
+
+def pod_body(
+    name: str,
+    annotations: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "labels": labels or {"app": "web"},
+            "annotations": annotations
+            if annotations is not None
+            else {"kafka-sidecar.io/inject": "true"},
+        },
+        "spec": {"containers": [{"name": "app", "image": "app:1"}], **spec},
+    }
+
+
+def status_of(pod: Any) -> dict[str, Any]:
+    raw = (pod.metadata.annotations or {}).get("kafka-sidecar.io/status")
+    return json.loads(raw) if raw else {}
+
+
+def wait_for(check: Any, timeout: float = 30, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+def wait_policy_active(
+    core: k8s.CoreV1Api, namespace: str, expect: str | None = "injected"
+) -> None:
+    """The policy reached the webhook's index once a dry-run pod gets the expected decision
+    (``None``: any decision made by a policy)."""
+    probe = pod_body("probe")
+
+    def decided() -> bool:
+        status = status_of(core.create_namespaced_pod(namespace, probe, dry_run="All"))
+        return status.get("reason") == expect if expect else bool(status.get("policy"))
+
+    wait_for(decided, what=f"dry-run decision {expect or 'by a policy'}")

@@ -18,8 +18,16 @@ from kafka_sidecar_localenv.connections import broker_connections, with_descenda
 from kafka_sidecar_localenv.kafka import KafkaCluster
 from kafka_sidecar_localenv.kube import ControlPlane
 from kafka_sidecar_localenv.podrunner import LocalPod
-from tests.integration.test_operator import create_policy, kubectl, status_of, wait_for
-from tests.support import consume_all, create_topic
+from kafka_sidecar_localenv.sample_app import sample_app_pod
+from tests.support import (
+    consume_all,
+    create_policy,
+    create_topic,
+    kubectl,
+    status_of,
+    wait_for,
+    wait_policy_active,
+)
 
 pytestmark = pytest.mark.e2e
 RunPods = Callable[..., list[LocalPod]]
@@ -38,38 +46,7 @@ def replica_pods(
     """Create pods as a ReplicaSet would (generateName, ownerReference, template hash)."""
     names = []
     for _ in range(count):
-        body: Any = {
-            "metadata": {
-                "generateName": f"{owner}-",
-                "labels": {"app": "orders", "pod-template-hash": owner.rsplit("-", 1)[1]},
-                "annotations": {"kafka-sidecar.io/inject": "true"},
-                "ownerReferences": [
-                    {
-                        "apiVersion": "apps/v1",
-                        "kind": "ReplicaSet",
-                        "name": owner,
-                        "uid": f"uid-{owner}",
-                        "controller": True,
-                    }
-                ],
-            },
-            "spec": {
-                "terminationGracePeriodSeconds": 40,
-                "containers": [
-                    {
-                        "name": "app",
-                        "image": "orders:1",
-                        "command": ["python", "examples/producer_app.py"],
-                        "env": [
-                            {"name": "KAFKA_BOOTSTRAP_SERVERS", "value": bootstrap},
-                            {"name": "APP_TOPIC", "value": topic},
-                            {"name": "APP_WORKERS", "value": str(workers)},
-                            {"name": "APP_RATE", "value": str(rate)},
-                        ],
-                    }
-                ],
-            },
-        }
+        body = sample_app_pod(owner, bootstrap, topic, workers, rate)
         names.append(str(core.create_namespaced_pod(namespace, body).metadata.name))
     return names
 
@@ -120,25 +97,7 @@ def test_a_deployment_at_100_percent_sends_everything_through_its_sidecars(
         sidecar={"bootstrapServers": kafka.bootstrap_servers},
     )
     core = k8s.CoreV1Api(api_client)
-    wait_for(
-        lambda: (
-            status_of(
-                core.create_namespaced_pod(
-                    enabled_namespace,
-                    {
-                        "metadata": {
-                            "name": "probe",
-                            "annotations": {"kafka-sidecar.io/inject": "true"},
-                        },
-                        "spec": {"containers": [{"name": "a", "image": "a"}]},
-                    },
-                    dry_run="All",
-                )
-            ).get("reason")
-            == "injected"
-        ),
-        what="the policy index",
-    )
+    wait_policy_active(core, enabled_namespace)
     names = replica_pods(core, enabled_namespace, 3, topic, kafka.bootstrap_servers)
     pods = run_pods(enabled_namespace, names)
     time.sleep(6)
@@ -181,22 +140,7 @@ def test_half_the_pods_at_50_percent_and_both_paths_deliver_everything(
         sidecar={"bootstrapServers": kafka.bootstrap_servers},
     )
     core = k8s.CoreV1Api(api_client)
-    wait_for(
-        lambda: status_of(
-            core.create_namespaced_pod(
-                enabled_namespace,
-                {
-                    "metadata": {
-                        "name": "probe",
-                        "annotations": {"kafka-sidecar.io/inject": "true"},
-                    },
-                    "spec": {"containers": [{"name": "a", "image": "a"}]},
-                },
-                dry_run="All",
-            )
-        ).get("policy"),
-        what="the policy index",
-    )
+    wait_policy_active(core, enabled_namespace, expect=None)
     names: list[str] = []
     decisions: set[str] = set()
     while len(decisions) < 2 or len(names) < 4:  # keep creating until both kinds exist
@@ -233,25 +177,7 @@ def test_a_killed_sidecar_falls_back_without_loss_and_the_alert_fires_and_clears
         fallback={"alert": {"maxRatio": 0.1, "window": "10s", "sustainedFor": "2s"}},
     )
     core = k8s.CoreV1Api(api_client)
-    wait_for(
-        lambda: (
-            status_of(
-                core.create_namespaced_pod(
-                    enabled_namespace,
-                    {
-                        "metadata": {
-                            "name": "probe",
-                            "annotations": {"kafka-sidecar.io/inject": "true"},
-                        },
-                        "spec": {"containers": [{"name": "a", "image": "a"}]},
-                    },
-                    dry_run="All",
-                )
-            ).get("reason")
-            == "injected"
-        ),
-        what="the policy index",
-    )
+    wait_policy_active(core, enabled_namespace)
     pods = run_pods(
         enabled_namespace, replica_pods(core, enabled_namespace, 2, topic, kafka.bootstrap_servers)
     )

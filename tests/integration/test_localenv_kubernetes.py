@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from kafka_sidecar_localenv.kube import ControlPlane
 from kafka_sidecar_operator.certificates import CertificateAuthority
-from tests.support import unique_name
+from tests.support import kubectl, unique_name
 
 pytestmark = pytest.mark.integration
 
@@ -48,21 +48,8 @@ spec:
 """
 
 
-def kubectl(plane: ControlPlane, *args: str, stdin: str | None = None) -> str:
-    proc = subprocess.run(
-        [str(plane.kubectl), f"--kubeconfig={plane.kubeconfig}", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    assert proc.returncode == 0, f"kubectl {' '.join(args)} failed: {proc.stderr}"
-    return proc.stdout
-
-
 def test_kubectl_is_built_from_the_same_kubernetes_version(control_plane: ControlPlane) -> None:
-    versions = json.loads(kubectl(control_plane, "version", "-o", "json"))
+    versions = json.loads(kubectl(control_plane, "version", "-o", "json").stdout)
     assert versions["clientVersion"]["gitVersion"] == versions["serverVersion"]["gitVersion"]
     assert versions["serverVersion"]["gitVersion"].startswith("v1.")
 
@@ -83,7 +70,7 @@ def test_applied_crd_is_served_and_validates(control_plane: ControlPlane, namesp
         "spec": {"size": 3},
     }
     kubectl(control_plane, "apply", "-f", "-", stdin=json.dumps(gadget))
-    assert "g1" in kubectl(control_plane, "get", "gdg", "-n", namespace)
+    assert "g1" in kubectl(control_plane, "get", "gdg", "-n", namespace).stdout
 
     bad = {**gadget, "metadata": {"name": "g2", "namespace": namespace}, "spec": {"size": 0}}
     proc = subprocess.run(

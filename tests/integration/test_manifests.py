@@ -14,7 +14,7 @@ from kubernetes import client as k8s
 
 from kafka_sidecar_localenv.kube import ControlPlane
 from kafka_sidecar_operator import kubectl_plugin, tls
-from tests.integration.test_operator import create_policy, kubectl, pod_body, status_of, wait_for
+from tests.support import create_policy, kubectl, pod_body, wait_for, wait_policy_active
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parent.parent.parent
@@ -199,15 +199,7 @@ def test_kubectl_plugin_status_and_explain(
 ) -> None:
     create_policy(api_client, enabled_namespace, name="orders", rollout={"percentage": 100})
     core = k8s.CoreV1Api(api_client)
-    wait_for(
-        lambda: (
-            status_of(
-                core.create_namespaced_pod(enabled_namespace, pod_body("x"), dry_run="All")
-            ).get("reason")
-            == "injected"
-        ),
-        what="the policy index",
-    )
+    wait_policy_active(core, enabled_namespace)
     core.create_namespaced_pod(enabled_namespace, pod_body("web-1"))
     core.create_namespaced_pod(
         enabled_namespace,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,73 +11,18 @@ from kubernetes import client as k8s
 
 from kafka_sidecar_localenv.kube import ControlPlane
 from kafka_sidecar_localenv.operator import OperatorProcess
+from tests.support import (
+    create_policy,
+    kubectl,
+    pod_body,
+    policy_body,
+    status_of,
+    wait_for,
+    wait_policy_active,
+)
 
 pytestmark = pytest.mark.integration
 SAMPLES = Path(__file__).parent.parent.parent / "manifests" / "samples"
-
-
-def kubectl(
-    plane: ControlPlane, *args: str, stdin: str | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [str(plane.kubectl), f"--kubeconfig={plane.kubeconfig}", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    if check:
-        assert proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr}"
-    return proc
-
-
-def policy_body(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "kafka-sidecar.io/v1alpha1",
-        "kind": "KafkaSidecarPolicy",
-        "metadata": {"name": name},
-        "spec": {"sidecar": {"bootstrapServers": "127.0.0.1:9092"}, **spec},
-    }
-
-
-def create_policy(api: k8s.ApiClient, namespace: str, name: str = "p", **spec: Any) -> None:
-    k8s.CustomObjectsApi(api).create_namespaced_custom_object(
-        "kafka-sidecar.io", "v1alpha1", namespace, "kafkasidecarpolicies", policy_body(name, **spec)
-    )
-
-
-def pod_body(
-    name: str,
-    annotations: dict[str, str] | None = None,
-    labels: dict[str, str] | None = None,
-    **spec: Any,
-) -> dict[str, Any]:
-    return {
-        "metadata": {
-            "name": name,
-            "labels": labels or {"app": "web"},
-            "annotations": annotations
-            if annotations is not None
-            else {"kafka-sidecar.io/inject": "true"},
-        },
-        "spec": {"containers": [{"name": "app", "image": "app:1"}], **spec},
-    }
-
-
-def status_of(pod: Any) -> dict[str, Any]:
-    raw = (pod.metadata.annotations or {}).get("kafka-sidecar.io/status")
-    return json.loads(raw) if raw else {}
-
-
-def wait_for(check: Any, timeout: float = 30, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
 
 
 # -- the CRD ------------------------------------------------------------------------------------
@@ -149,15 +92,7 @@ def test_annotated_pod_in_an_enabled_namespace_is_injected(
 ) -> None:
     create_policy(api_client, enabled_namespace)
     core = k8s.CoreV1Api(api_client)
-    wait_for(
-        lambda: (
-            status_of(
-                core.create_namespaced_pod(enabled_namespace, pod_body("x"), dry_run="All")
-            ).get("reason")
-            == "injected"
-        ),
-        what="the policy to reach the webhook's index",
-    )
+    wait_policy_active(core, enabled_namespace)
     core.create_namespaced_pod(enabled_namespace, pod_body("web-1"))
     stored = core.read_namespaced_pod("web-1", enabled_namespace)
     assert [c.name for c in stored.spec.init_containers] == ["kafka-sidecar"]
@@ -212,15 +147,7 @@ def test_kubectl_get_ksp_shows_the_rollout_columns(
 ) -> None:
     create_policy(api_client, enabled_namespace, name="orders", rollout={"percentage": 100})
     core = k8s.CoreV1Api(api_client)
-    wait_for(
-        lambda: (
-            status_of(
-                core.create_namespaced_pod(enabled_namespace, pod_body("x"), dry_run="All")
-            ).get("reason")
-            == "injected"
-        ),
-        what="the policy index",
-    )
+    wait_policy_active(core, enabled_namespace)
     for n in range(3):
         core.create_namespaced_pod(enabled_namespace, pod_body(f"web-{n}"))
 

@@ -17,21 +17,16 @@ from kafka_sidecar.metrics import ClientCounters
 from kafka_sidecar_localenv.kube import ControlPlane
 from kafka_sidecar_localenv.operator import OperatorProcess
 from kafka_sidecar_localenv.processes import free_port
-from tests.integration.test_operator import create_policy, kubectl, pod_body, status_of, wait_for
+from tests.support import (
+    create_policy,
+    kubectl,
+    pod_body,
+    status_of,
+    wait_for,
+    wait_policy_active,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def wait_policy_active(core: k8s.CoreV1Api, namespace: str, expect: str = "injected") -> None:
-    """The policy reached the webhook's index once a dry-run pod gets the expected decision."""
-    probe = pod_body("probe")
-    wait_for(
-        lambda: (
-            status_of(core.create_namespaced_pod(namespace, probe, dry_run="All")).get("reason")
-            == expect
-        ),
-        what=f"dry-run decision {expect}",
-    )
 
 
 def owned_pod(owner: str, uid: str) -> dict[str, Any]:
@@ -57,12 +52,7 @@ def test_thousand_pods_at_30_percent_land_within_4_5_points(
 ) -> None:
     create_policy(api_client, enabled_namespace, rollout={"percentage": 30, "granularity": "pod"})
     core = k8s.CoreV1Api(api_client)
-    wait_for(
-        lambda: status_of(
-            core.create_namespaced_pod(enabled_namespace, pod_body("probe"), dry_run="All")
-        ).get("policy"),
-        what="policy index",
-    )
+    wait_policy_active(core, enabled_namespace, expect=None)
     reasons: Counter[str] = Counter()
     for _ in range(1000):
         created = core.create_namespaced_pod(enabled_namespace, owned_pod("web-5d8f", "u-1"))
@@ -76,12 +66,7 @@ def test_workload_granularity_keeps_each_deployment_all_in_or_all_out(
 ) -> None:
     create_policy(api_client, enabled_namespace, rollout={"percentage": 50})
     core = k8s.CoreV1Api(api_client)
-    wait_for(
-        lambda: status_of(
-            core.create_namespaced_pod(enabled_namespace, pod_body("probe"), dry_run="All")
-        ).get("policy"),
-        what="policy index",
-    )
+    wait_policy_active(core, enabled_namespace, expect=None)
     by_workload: dict[str, set[bool]] = {}
     for n in range(40):
         for revision in ("aaaa", "bbbb"):  # two ReplicaSets of one Deployment
