@@ -185,7 +185,11 @@ def operator(
     process = OperatorProcess(
         control_plane.kubeconfig,
         tmp_path_factory.mktemp("operator"),
-        env={"KAFKA_SIDECAR_OPERATOR_FALLBACK_INTERVAL": "1"},
+        env={
+            "KAFKA_SIDECAR_OPERATOR_FALLBACK_INTERVAL": "1",
+            # Not the manifests' name: tests apply those too.
+            "KAFKA_SIDECAR_OPERATOR_WEBHOOK_NAME": "kafka-sidecar-test",
+        },
     )
     try:
         process.start()
