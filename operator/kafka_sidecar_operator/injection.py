@@ -17,11 +17,13 @@ from kafka_sidecar_operator.names import (
     INJECT_ANNOTATION,
     INJECTED_LABEL,
     METRICS_PORT_NAME,
+    NO_TOKEN_VOLUME,
     SIDECAR_NAME,
     SOCKET_ADDRESS,
     SOCKET_DIR,
     SOCKET_VOLUME,
     STATUS_ANNOTATION,
+    TOKEN_DIR,
 )
 from kafka_sidecar_operator.overrides import InvalidOverride, read_overrides
 from kafka_sidecar_operator.policies import Policy, matching
@@ -177,8 +179,9 @@ def inject(pod: Mapping[str, Any], decision: Decision, default_image: str) -> In
     native = (overrides.get("native") or str(sidecar_spec.get("native", True)).lower()) == "true"
 
     volumes = spec.setdefault("volumes", [])
-    if not any(v.get("name") == SOCKET_VOLUME for v in volumes):
-        volumes.append({"name": SOCKET_VOLUME, "emptyDir": {}})
+    for name in (SOCKET_VOLUME, NO_TOKEN_VOLUME):
+        if not any(v.get("name") == name for v in volumes):
+            volumes.append({"name": name, "emptyDir": {}})
 
     container = sidecar_container(decision.policy, overrides, image, metrics_port, grace, native)
     if native:
@@ -282,7 +285,10 @@ def sidecar_container(
         "env": env,
         "ports": [{"name": METRICS_PORT_NAME, "containerPort": metrics_port, "protocol": "TCP"}],
         "resources": resources,
-        "volumeMounts": [{"name": SOCKET_VOLUME, "mountPath": SOCKET_DIR}],
+        "volumeMounts": [
+            {"name": SOCKET_VOLUME, "mountPath": SOCKET_DIR},
+            {"name": NO_TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True},
+        ],
         # The app starts only once the sidecar serves (native sidecars gate later containers
         # on their startup probe).
         "startupProbe": {**probe, "periodSeconds": 1, "failureThreshold": 60},

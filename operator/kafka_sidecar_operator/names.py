@@ -19,6 +19,10 @@ SOCKET_VOLUME = "kafka-sidecar-socket"
 SOCKET_DIR = "/var/run/kafka-sidecar"
 SOCKET_ADDRESS = f"unix://{SOCKET_DIR}/sidecar.sock"
 METRICS_PORT_NAME = "ks-metrics"
+# An empty volume mounted over the service-account token path in the sidecar: the sidecar needs
+# no API access, and with a mount already at that path no token is projected into it.
+NO_TOKEN_VOLUME = "kafka-sidecar-no-token"  # noqa: S105 - a volume name
+TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 - a path
 
 # Injected into every app container (DESIGN §3).
 APP_ENV = {

@@ -115,6 +115,12 @@ def test_injection_adds_a_hardened_native_sidecar_first_and_wires_every_app_cont
             "volumeMounts"
         ]
     assert {"name": "kafka-sidecar-socket", "emptyDir": {}} in spec["volumes"]
+    # No service-account token in the sidecar: an empty volume already sits at its path.
+    assert {
+        "name": "kafka-sidecar-no-token",
+        "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+        "readOnly": True,
+    } in sidecar["volumeMounts"]
     status = json.loads(result.pod["metadata"]["annotations"]["kafka-sidecar.io/status"])
     assert status["decision"] == "injected"
     assert status["policy"] == "ns/p"

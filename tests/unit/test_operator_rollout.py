@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 from typing import Any
 
 import pytest
+from cryptography import x509
 
+from kafka_sidecar_operator import tls
 from kafka_sidecar_operator.conditions import PodView, build_status, count
 from kafka_sidecar_operator.fallback import (
     FallbackTracker,
@@ -188,3 +191,16 @@ def test_metrics_text_and_durations_are_parsed() -> None:
     assert client_totals(text) == (100.0, 9.0)
     assert parse_duration("1h30m") == 5400
     assert parse_duration("45s") == 45
+
+
+def test_self_managed_certificate_is_renewed_with_a_third_of_its_life_left() -> None:
+    issued = tls.issue("kafka-sidecar-system")
+    cert = x509.load_pem_x509_certificate(issued["tls.crt"])
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "kafka-sidecar-webhook.kafka-sidecar-system.svc" in names.get_values_for_type(
+        x509.DNSName
+    )
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    assert not tls.needs_renewal(issued["tls.crt"], start + (end - start) / 2)
+    assert tls.needs_renewal(issued["tls.crt"], end - (end - start) / 4)
+    assert tls.needs_renewal(issued["tls.crt"], end + datetime.timedelta(days=1))
