@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from kafka_sidecar_localenv.connections import broker_connections, with_descenda
 from kafka_sidecar_localenv.operator import OperatorProcess
 from kafka_sidecar_localenv.podrunner import LocalPod
 from kafka_sidecar_localenv.sample_app import sample_app_pod
+from kafka_sidecar_operator.fallback import client_totals
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE = ROOT / ".localenv"
@@ -69,22 +71,17 @@ def end_offsets(bootstrap: str) -> int:
 
 def sidecar_fallback(pods: list[LocalPod]) -> tuple[float, float]:
     """Summed client attempts and fallbacks the pods' sidecars expose."""
-    import urllib.request  # noqa: PLC0415
-
     attempts = fallback = 0.0
     for pod in pods:
         for sidecar in pod.sidecars:
             port = sidecar.spec["ports"][0]["containerPort"]
             try:
                 with urllib.request.urlopen(f"http://{pod.ip}:{port}/metrics", timeout=2) as r:
-                    text = r.read().decode()
+                    pod_attempts, pod_fallback = client_totals(r.read().decode())
             except OSError:
                 continue
-            for line in text.splitlines():
-                if line.startswith("kafka_sidecar_client_events_total{"):
-                    value = float(line.rsplit(" ", 1)[1])
-                    attempts += value if 'outcome="attempts"' in line else 0
-                    fallback += value if 'outcome="fallback"' in line else 0
+            attempts += pod_attempts
+            fallback += pod_fallback
     return attempts, fallback
 
 

@@ -6,7 +6,7 @@ Pure functions over plain dicts (the bodies kopf and the API server give us).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from kafka_sidecar_operator.rollout import Granularity
@@ -31,7 +31,6 @@ class Policy:
     alerting: bool = False
     generation: int = 0
     uid: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
