@@ -212,7 +212,7 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     try:
         say("== Installing the CRD and starting the operator (webhook on 127.0.0.1)")
-        kubectl(state, "apply", "-f", str(ROOT / "crds"))
+        kubectl(state, "apply", "-k", str(ROOT / "crds"))
         kubectl(
             state,
             "wait",
