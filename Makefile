@@ -75,6 +75,10 @@ test-unit: venv ## Unit tests only: nothing running
 test-integration: venv localenv-install ## Integration tests against the real Kafka and kube-apiserver
 	$(PYTEST) tests/integration
 
+.PHONY: test-e2e
+test-e2e: venv localenv-install ## End-to-end tests: webhook-mutated pods run locally against Kafka
+	$(PYTEST) tests/e2e
+
 ##@ Benchmarks
 .PHONY: bench
 bench: venv localenv-install ## Measure events/s, produce() cost and broker connections: bench/results/
@@ -85,10 +89,6 @@ bench: venv localenv-install ## Measure events/s, produce() cost and broker conn
 bench-smoke: venv localenv-install ## A tiny run of the benchmarks (CI runs it so they cannot rot)
 	$(PY) bench/data_path.py --smoke --out bench/results/smoke
 	$(PY) bench/operator.py --pods 50 --out bench/results/smoke
-
-.PHONY: test-e2e
-test-e2e: venv localenv-install ## End-to-end tests: webhook-mutated pods run locally against Kafka
-	$(PYTEST) tests/e2e
 
 ##@ Deployment
 .PHONY: kind-deploy
@@ -105,7 +105,7 @@ localenv-up: localenv-install ## Start the local environment (BROKERS=3 for thre
 	$(PY) -m kafka_sidecar_localenv up --brokers $(BROKERS)
 
 .PHONY: localenv-env
-localenv-env: ## Print exports for the running environment: eval $$(make -s localenv-env)
+localenv-env: ## Print shell exports (KUBECONFIG, kubectl on PATH) for the running environment; use with eval
 	@$(PY) -m kafka_sidecar_localenv env
 
 .PHONY: localenv-down
