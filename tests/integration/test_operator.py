@@ -124,6 +124,7 @@ def test_bad_override_admits_the_pod_without_the_sidecar_and_says_why(
 ) -> None:
     create_policy(api_client, enabled_namespace)
     core = k8s.CoreV1Api(api_client)
+    wait_policy_active(core, enabled_namespace)  # the decision must come from the policy
     annotations = {"kafka-sidecar.io/inject": "true", "kafka-sidecar.io/cpu-limit": "plenty"}
     core.create_namespaced_pod(enabled_namespace, pod_body("bad", annotations=annotations))
     stored = core.read_namespaced_pod("bad", enabled_namespace)
