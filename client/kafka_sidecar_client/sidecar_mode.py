@@ -520,6 +520,7 @@ class SidecarMode:
             return
         with self.lock:
             self.state = "sidecar"
+            self.failures = 0
         log.info("Sidecar is back; producing through it again")
 
     def _delivered_directly(
