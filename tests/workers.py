@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import Message
@@ -21,9 +20,16 @@ KEYS = 16
 
 
 def produce_sequence(
-    producer: Any, topic: str, worker: int, count: int, pause_every: int = 0
+    producer: Any,
+    topic: str,
+    worker: int,
+    count: int,
+    interrupt: tuple[int, Callable[[], None]] | None = None,
 ) -> dict[str, Any]:
-    """Produce ``count`` events; returns what the delivery callbacks said about each."""
+    """Produce ``count`` events; returns what the delivery callbacks said about each.
+
+    ``interrupt=(n, fn)`` calls ``fn`` once before event ``n`` (a sidecar killed mid-run).
+    """
     reports: dict[int, tuple[int, int]] = {}
     errors: list[str] = []
 
@@ -35,6 +41,8 @@ def produce_sequence(
         reports[seq] = (msg.partition(), msg.offset())
 
     for n in range(count):
+        if interrupt is not None and n == interrupt[0]:
+            interrupt[1]()
         while True:
             try:
                 producer.produce(
@@ -48,8 +56,6 @@ def produce_sequence(
                 producer.poll(0.01)
         if n % 500 == 0:
             producer.poll(0)
-            if pause_every and n % pause_every == 0:
-                time.sleep(0.01)
     left = producer.flush(120)
     return {
         "worker": worker,

@@ -67,26 +67,17 @@ def add_to_batch(batch: ProduceBatch, events: list[Event]) -> None:
     """Append events to a request; one C call per plain event (None leaves a field unset)."""
     add = batch.events.add
     for e in events:
+        request = add(
+            topic=e.topic,
+            sequence=e.sequence,
+            event_bytes=e.value,
+            key=e.key,
+            partition=e.partition if e.partition >= 0 else None,
+            timestamp_ms=e.timestamp,
+        )
         if e.headers:
-            request = add(
-                topic=e.topic,
-                sequence=e.sequence,
-                event_bytes=e.value,
-                key=e.key,
-                partition=e.partition if e.partition >= 0 else None,
-                timestamp_ms=e.timestamp,
-            )
             request.headers.extend(
                 Header(key=k) if v is None else Header(key=k, value=v) for k, v in e.headers
-            )
-        else:
-            add(
-                topic=e.topic,
-                sequence=e.sequence,
-                event_bytes=e.value,
-                key=e.key,
-                partition=e.partition if e.partition >= 0 else None,
-                timestamp_ms=e.timestamp,
             )
 
 

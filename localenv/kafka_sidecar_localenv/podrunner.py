@@ -45,7 +45,6 @@ class Container:
     spec: Mapping[str, Any]
     process: ManagedProcess | None = None
     restarts: int = 0
-    native_sidecar: bool = False
     probe_failures: int = 0  # consecutive readiness failures
 
     @property
@@ -102,7 +101,7 @@ class LocalPod:
             self.volumes[volume["name"]] = path
         for init in spec.get("initContainers") or []:
             if init.get("restartPolicy") == "Always":
-                sidecar = Container(init, native_sidecar=True)
+                sidecar = Container(init)
                 self.sidecars.append(sidecar)
                 self._launch(sidecar)
                 self._await_probe(sidecar, "startupProbe", timeout)

@@ -81,7 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     @kopf.on.startup()
     async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         settings.posting.level = logging.WARNING  # our own Normal Events are posted explicitly
-        settings.persistence.finalizer = "kafka-sidecar.io/operator"
         settings.admission.managed = None
         if args.local:
             directory = Path(tempfile.mkdtemp(prefix="kafka-sidecar-webhook-"))

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 AlertState = Literal["Ok", "Pending", "Firing"]
-CLIENT_EVENTS = "kafka_sidecar_client_events_total"
 SAMPLE = re.compile(r"^kafka_sidecar_client_events_total\{([^}]*)\} (\S+)$")
 DURATION = re.compile(r"([0-9]+)(s|m|h)")
 

@@ -12,7 +12,6 @@ NAMESPACE_LABEL_VALUE = "enabled"
 GROUP = DOMAIN
 VERSION = "v1alpha1"
 PLURAL = "kafkasidecarpolicies"
-KIND = "KafkaSidecarPolicy"
 
 SIDECAR_NAME = "kafka-sidecar"
 SOCKET_VOLUME = "kafka-sidecar-socket"

@@ -19,6 +19,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException
+from prometheus_client import Counter
 
 from kafka_sidecar.config import SidecarConfig
 from kafka_sidecar.metrics import SidecarMetrics
@@ -75,8 +76,8 @@ class Client:
     reports: deque[Report]
     recent: list[Report]
     touched: set[Client]
-    dropped: int = 0  # since the poll thread last looked (poll thread only)
-    dropped_total: int = 0  # since the stream last took reports
+    drop_counter: Counter
+    dropped: int = 0  # since the stream last took reports
     wake: asyncio.Event | None = None
     subscribed: int = 0
     id_prefix: bytes = b""
@@ -84,8 +85,9 @@ class Client:
     def delivered(self, sequence: int, err: KafkaError | None, msg: Any) -> None:
         """librdkafka's delivery callback for one event of this client (poll thread)."""
         reports = self.reports
-        if len(reports) == reports.maxlen:
+        if len(reports) == reports.maxlen:  # rare: nobody reads this client's reports
             self.dropped += 1
+            self.drop_counter.inc()
         report = (
             sequence,
             err,
@@ -140,6 +142,7 @@ class Engine:
             reports=deque(maxlen=self.config.report_buffer_size),
             recent=self._recent,
             touched=self._touched,
+            drop_counter=self.metrics.reports_dropped,
             id_prefix=f"{client_id}:".encode(),
         )
         self.clients[client_id] = found
@@ -307,10 +310,6 @@ class Engine:
         touched = list(self._touched)
         self._touched.clear()
         for client in touched:
-            if client.dropped:
-                self.metrics.reports_dropped.inc(client.dropped)
-                client.dropped_total += client.dropped
-                client.dropped = 0
             if client.wake is not None:
                 self.loop.call_soon_threadsafe(client.wake.set)
 
@@ -318,7 +317,7 @@ class Engine:
         """Every queued report of ``client`` and how many were dropped since the last take."""
         reports = client.reports
         taken = [reports.popleft() for _ in range(len(reports))]
-        dropped, client.dropped_total = client.dropped_total, 0
+        dropped, client.dropped = client.dropped, 0
         return taken, dropped
 
     def idle(self) -> bool:

@@ -78,6 +78,23 @@ def check_delivery(pods: list[LocalPod], bootstrap: str, topic: str) -> dict[str
     return {"events": expected, "duplicates": duplicates}
 
 
+def policy_and_topic(
+    kafka: KafkaCluster,
+    api: k8s.ApiClient,
+    namespace: str,
+    expect: str | None = "injected",
+    **spec: Any,
+) -> tuple[str, k8s.CoreV1Api]:
+    """A fresh topic and the "orders" policy pointing at the broker, active in the webhook."""
+    topic = create_topic(kafka, partitions=3)
+    create_policy(
+        api, namespace, name="orders", sidecar={"bootstrapServers": kafka.bootstrap_servers}, **spec
+    )
+    core = k8s.CoreV1Api(api)
+    wait_policy_active(core, namespace, expect=expect)
+    return topic, core
+
+
 def connections(pod: LocalPod, kafka: KafkaCluster, which: str) -> int:
     return broker_connections(with_descendants(pod.pids(which)), [n.port for n in kafka.nodes])
 
@@ -89,15 +106,7 @@ def test_a_deployment_at_100_percent_sends_everything_through_its_sidecars(
     enabled_namespace: str,
     run_pods: RunPods,
 ) -> None:
-    topic = create_topic(kafka, partitions=3)
-    create_policy(
-        api_client,
-        enabled_namespace,
-        name="orders",
-        sidecar={"bootstrapServers": kafka.bootstrap_servers},
-    )
-    core = k8s.CoreV1Api(api_client)
-    wait_policy_active(core, enabled_namespace)
+    topic, core = policy_and_topic(kafka, api_client, enabled_namespace)
     names = replica_pods(core, enabled_namespace, 3, topic, kafka.bootstrap_servers)
     pods = run_pods(enabled_namespace, names)
     time.sleep(6)
@@ -131,16 +140,13 @@ def test_half_the_pods_at_50_percent_and_both_paths_deliver_everything(
     enabled_namespace: str,
     run_pods: RunPods,
 ) -> None:
-    topic = create_topic(kafka, partitions=3)
-    create_policy(
+    topic, core = policy_and_topic(
+        kafka,
         api_client,
         enabled_namespace,
-        name="orders",
+        expect=None,
         rollout={"percentage": 50, "granularity": "pod"},
-        sidecar={"bootstrapServers": kafka.bootstrap_servers},
     )
-    core = k8s.CoreV1Api(api_client)
-    wait_policy_active(core, enabled_namespace, expect=None)
     names: list[str] = []
     decisions: set[str] = set()
     while len(decisions) < 2 or len(names) < 4:  # keep creating until both kinds exist
@@ -168,16 +174,12 @@ def test_a_killed_sidecar_falls_back_without_loss_and_the_alert_fires_and_clears
     enabled_namespace: str,
     run_pods: RunPods,
 ) -> None:
-    topic = create_topic(kafka, partitions=3)
-    create_policy(
+    topic, core = policy_and_topic(
+        kafka,
         api_client,
         enabled_namespace,
-        name="orders",
-        sidecar={"bootstrapServers": kafka.bootstrap_servers},
         fallback={"alert": {"maxRatio": 0.1, "window": "10s", "sustainedFor": "2s"}},
     )
-    core = k8s.CoreV1Api(api_client)
-    wait_policy_active(core, enabled_namespace)
     pods = run_pods(
         enabled_namespace, replica_pods(core, enabled_namespace, 2, topic, kafka.bootstrap_servers)
     )

@@ -21,35 +21,6 @@ StartSidecar = Callable[..., SidecarProcess]
 PointAt = Callable[[SidecarProcess], None]
 
 
-def produce_with_interrupt(
-    producer: Producer, topic: str, count: int, at: int, interrupt: Callable[[], None]
-) -> dict[str, int]:
-    """Produce ``count`` keyed events, calling ``interrupt`` once after ``at`` of them."""
-    errors = 0
-
-    def on_delivery(err: KafkaError | None, _msg: object) -> None:
-        nonlocal errors
-        errors += err is not None
-
-    for n in range(count):
-        if n == at:
-            interrupt()
-        while True:
-            try:
-                producer.produce(
-                    topic,
-                    value=f"0:{n}".encode(),
-                    key=f"0-{n % workers.KEYS}".encode(),
-                    on_delivery=on_delivery,
-                )
-                break
-            except BufferError:
-                producer.poll(0.01)
-        if n % 1000 == 0:
-            producer.poll(0)
-    return {"left": producer.flush(120), "errors": errors}
-
-
 def test_full_sidecar_buffer_pushes_back_and_loses_nothing(
     kafka: KafkaCluster, start_sidecar: StartSidecar, sidecar_env: PointAt
 ) -> None:
@@ -81,8 +52,8 @@ def test_killed_sidecar_fails_over_to_direct_with_every_event_delivered_at_least
     sidecar = start_sidecar()
     sidecar_env(sidecar)
     producer = Producer({"bootstrap.servers": kafka.bootstrap_servers})
-    result = produce_with_interrupt(producer, topic, 100_000, at=30_000, interrupt=sidecar.kill)
-    assert result == {"left": 0, "errors": 0}
+    result = workers.produce_sequence(producer, topic, 0, 100_000, interrupt=(30_000, sidecar.kill))
+    assert (result["left"], result["error_count"]) == (0, 0)
     counters = producer.emission_counters()[topic]
     assert counters["fallback"] > 0
     assert counters["acked"] == 100_000
@@ -101,8 +72,10 @@ def test_sigterm_drains_the_sidecar_with_zero_loss_and_exit_zero(
     sidecar = start_sidecar()
     sidecar_env(sidecar)
     producer = Producer({"bootstrap.servers": kafka.bootstrap_servers})
-    result = produce_with_interrupt(producer, topic, 50_000, at=20_000, interrupt=sidecar.terminate)
-    assert result == {"left": 0, "errors": 0}
+    result = workers.produce_sequence(
+        producer, topic, 0, 50_000, interrupt=(20_000, sidecar.terminate)
+    )
+    assert (result["left"], result["error_count"]) == (0, 0)
     assert sidecar.wait(timeout=60) == 0
     counters = producer.emission_counters()[topic]
     assert counters["acked"] == 50_000

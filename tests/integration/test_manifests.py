@@ -94,20 +94,8 @@ def rbac_applied(control_plane: ControlPlane, installed_crds: None) -> Iterator[
 
 
 def can_i(plane: ControlPlane, *args: str) -> bool:
-    proc = subprocess.run(
-        [
-            str(plane.kubectl),
-            f"--kubeconfig={plane.kubeconfig}",
-            "auth",
-            "can-i",
-            f"--as={SA}",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return proc.stdout.strip() == "yes"
+    """``kubectl auth can-i`` as the operator's service account (exit 1 means "no")."""
+    return kubectl(plane, "auth", "can-i", f"--as={SA}", *args, check=False).stdout.strip() == "yes"
 
 
 @pytest.mark.parametrize(
