@@ -11,6 +11,7 @@ import sys
 from kafka_sidecar.config import ConfigError, SidecarConfig
 from kafka_sidecar.logs import configure
 from kafka_sidecar.server import Sidecar
+from kafka_sidecar.unix_socket import EXIT_SOCKET_UNUSABLE, SocketError, prepare
 
 log = logging.getLogger("kafka_sidecar")
 
@@ -26,11 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = SidecarConfig.from_env(os.environ)
         configure(config.log_level, config.log_format)
+        prepare(config.listen)  # before the producer starts connecting to the brokers
         sidecar = Sidecar(config)
+        return asyncio.run(sidecar.run())
     except ConfigError as error:
         print(f"kafka-sidecar: configuration error: {error}", file=sys.stderr)
         return 2
-    return asyncio.run(sidecar.run())
+    except SocketError as error:
+        print(f"kafka-sidecar: {error}", file=sys.stderr)
+        return EXIT_SOCKET_UNUSABLE
 
 
 if __name__ == "__main__":

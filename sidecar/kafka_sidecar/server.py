@@ -12,15 +12,14 @@ import logging
 import signal
 import threading
 import time
-from pathlib import Path
 
 import grpc
 from confluent_kafka import KafkaException, Producer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
+from kafka_sidecar import unix_socket
 from kafka_sidecar.config import ConfigError, SidecarConfig, split_address
-from kafka_sidecar.config import socket_path as unix_socket_path
 from kafka_sidecar.endpoints import start_http
 from kafka_sidecar.engine import Engine
 from kafka_sidecar.metrics import SidecarMetrics
@@ -80,13 +79,15 @@ class Sidecar:
         server = grpc.aio.server(options=GRPC_OPTIONS)
         sidecar_pb2_grpc.add_ProducerSidecarServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
-        socket_path = Path(unix_socket_path(self.config.listen))
-        socket_path.parent.mkdir(parents=True, exist_ok=True)
-        socket_path.unlink(missing_ok=True)  # a socket left by a killed predecessor
-        server.add_insecure_port(self.config.listen)
+        socket_path = unix_socket.prepare(self.config.listen)
+        try:
+            server.add_insecure_port(self.config.listen)
+        except RuntimeError as error:  # gRPC's "Failed to bind": the checks above missed a cause
+            raise unix_socket.unusable(self.config.listen, socket_path.parent, str(error)) from None
         if self.config.listen_tcp:
             server.add_insecure_port(self.config.listen_tcp)
         await server.start()
+        unix_socket.open_to_all_uids(self.config.listen)
 
         poller = threading.Thread(
             target=engine.poll_forever,
