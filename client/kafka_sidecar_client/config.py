@@ -57,8 +57,9 @@ class ClientSettings:
     sidecar is back (with jitter, so a pod's processes do not probe in step)."""
 
     drain_timeout_ms: int = 30_000
-    """``KAFKA_SIDECAR_DRAIN_TIMEOUT_MS``: after the sidecar refused new events, how long to wait
-    for the reports of events it had already accepted before re-sending them directly."""
+    """``KAFKA_SIDECAR_DRAIN_TIMEOUT_MS``: after the sidecar refused new events, how long new
+    events wait for the reports of those it had already accepted before going direct (keeping
+    per-key order meanwhile). Accepted events are re-sent only once the sidecar is gone."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ClientSettings:
@@ -125,3 +126,17 @@ def kafka_limit(config: Mapping[str, Any], key: str, default: int) -> int:
     if value <= 0:
         raise ClientConfigError(f"{key} must be a positive integer, got {raw!r}")
     return value
+
+
+def message_timeout(config: Mapping[str, Any]) -> float | None:
+    """The app's delivery deadline in seconds (``message.timeout.ms``, alias
+    ``delivery.timeout.ms``; librdkafka's default 300000); 0 means none, as in librdkafka."""
+    key = "message.timeout.ms" if "message.timeout.ms" in config else "delivery.timeout.ms"
+    raw = config.get(key, 300_000)
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ClientConfigError(f"{key} must be an integer, got {raw!r}") from None
+    if value < 0:
+        raise ClientConfigError(f"{key} must be 0 or more, got {raw!r}")
+    return value / 1000 if value else None

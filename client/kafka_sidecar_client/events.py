@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections import deque
 from collections.abc import Callable
 from time import monotonic
@@ -95,27 +96,75 @@ def take_batch(queue: deque[Event], max_events: int, max_bytes: int) -> list[Eve
 
 
 def normalize_headers(headers: Any) -> Headers | None:
-    """confluent accepts a dict or a list of (key, value) pairs; values str, bytes or None."""
+    """confluent accepts a dict or a list of (key, value) tuples; values str, bytes or None.
+
+    The exception types and messages are confluent-kafka's own, so an app's ``except`` clauses
+    behave the same in both modes.
+    """
     if headers is None:
         return None
-    pairs = headers.items() if isinstance(headers, dict) else headers
+    if isinstance(headers, dict):
+        pairs: Any = headers.items()
+    elif isinstance(headers, list):
+        pairs = headers
+        if any(not isinstance(pair, tuple) or len(pair) != 2 for pair in headers):
+            raise TypeError("Headers are expected to be a list of (key, value) tuples")
+    else:
+        raise TypeError(
+            "expected headers to be dict or list of (key, value) tuples, "
+            f"not {type(headers).__name__}"
+        )
     normalized: Headers = []
-    try:
-        for key, value in pairs:
-            if not isinstance(key, str):
-                raise TypeError(f"header key must be str, got {type(key).__name__}")
-            normalized.append((key, to_bytes(value, "header value")))
-    except ValueError:
-        raise TypeError("headers must be a dict or a list of (str, value) tuples") from None
+    for key, value in pairs:
+        if not isinstance(key, str):
+            raise TypeError(f"expected header key to be unicode string, not {type(key).__name__}")
+        if value is None or value.__class__ is bytes:
+            normalized.append((key, value))
+        elif isinstance(value, str):
+            normalized.append((key, value.encode()))
+        else:
+            raise TypeError(
+                "expected header value to be None, binary, or unicode string, "
+                f"not {type(value).__name__}"
+            )
     return normalized
 
 
-def to_bytes(value: Any, what: str) -> bytes | None:
-    """str is encoded as UTF-8, like confluent-kafka does."""
-    if value is None or isinstance(value, bytes):
+def to_bytes(value: Any, position: int) -> bytes | None:
+    """A value or key as confluent takes it: bytes, str (encoded UTF-8) or None.
+
+    ``position`` is the argument's place in ``produce()``, which confluent's message names.
+    """
+    if value is None or value.__class__ is bytes:
         return value
     if isinstance(value, str):
         return value.encode()
-    if isinstance(value, (bytearray, memoryview)):
+    if isinstance(value, bytes):
         return bytes(value)
-    raise TypeError(f"{what} must be str, bytes or None, got {type(value).__name__}")
+    if isinstance(value, (bytearray, memoryview)):
+        raise TypeError(
+            f"argument {position} must be read-only bytes-like object, not {type(value).__name__}"
+        )
+    raise TypeError(f"a bytes-like object is required, not {type(value).__name__!r}")
+
+
+INT32 = (-(2**31), 2**31 - 1)
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def to_int(value: Any, bounds: tuple[int, int]) -> int:
+    """An integer argument as confluent's C layer converts it (``__index__``, range-checked)."""
+    number = operator.index(value)  # TypeError: 'NoneType' object cannot be interpreted ...
+    low, high = bounds
+    if number > high:
+        raise OverflowError("signed integer is greater than maximum")
+    if number < low:
+        raise OverflowError("signed integer is less than minimum")
+    return int(number)
+
+
+def check_topic(topic: Any) -> str:
+    if topic.__class__ is not str and not isinstance(topic, str):
+        name = "None" if topic is None else type(topic).__name__
+        raise TypeError(f"argument 1 must be str, not {name}")
+    return str(topic)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka import Producer as KafkaProducer
 
 from kafka_sidecar_client.events import Event
@@ -38,7 +38,11 @@ class DirectFallback:
         return self._producer is not None
 
     def send(self, event: Event, on_delivery: OnDirectDelivery) -> None:
-        """Produce one event directly; waits (serving callbacks) while the local queue is full."""
+        """Produce one event directly; waits (serving callbacks) while the local queue is full.
+
+        A synchronous error is the event's delivery report, as an app would see it from a
+        direct producer's callback-less failure: it never escapes into the sender thread.
+        """
         headers: list[tuple[str, str | bytes | None]] = list(event.headers or ())
         headers.append(event.id_header(self.client_id))
         callback = functools.partial(on_delivery, event)
@@ -56,6 +60,10 @@ class DirectFallback:
             except BufferError:
                 self.producer.poll(0.05)
                 continue
+            except KafkaException as error:  # MSG_SIZE_TOO_LARGE, _UNKNOWN_PARTITION, ...
+                on_delivery(event, error.args[0], None)
+            except Exception as error:  # never the sender thread's end
+                on_delivery(event, KafkaError(KafkaError._INVALID_ARG, str(error)), None)
             return
 
     def pending(self) -> int:

@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException, Message
@@ -29,16 +29,20 @@ from kafka_sidecar_api.v1.sidecar_pb2 import (
     ProduceBatch,
     TopicCounters,
 )
-from kafka_sidecar_client.config import ClientSettings, kafka_limit
+from kafka_sidecar_client.config import ClientSettings, kafka_limit, message_timeout
 from kafka_sidecar_client.counters import ACKED, ATTEMPTS, FAILED, FALLBACK, RESENT, Counters
 from kafka_sidecar_client.delivery import DeliveredMessage, refusal_error, report_error
 from kafka_sidecar_client.events import (
+    INT32,
+    INT64,
     DeliveryCallback,
     Event,
     add_to_batch,
+    check_topic,
     normalize_headers,
     take_batch,
     to_bytes,
+    to_int,
 )
 from kafka_sidecar_client.fallback import DirectFallback
 from kafka_sidecar_client.transport import (
@@ -46,9 +50,14 @@ from kafka_sidecar_client.transport import (
     SidecarRefused,
     SidecarTransport,
     SidecarUnreachable,
+    Transport,
 )
 
 log = logging.getLogger(__name__)
+
+# Client threads that ended on an unexpected error, by thread name (there should be none).
+THREAD_DEATHS: dict[str, int] = {}
+TransportFactory = Callable[[str, float], Transport]
 
 # (event, error, partition, offset, broker timestamp ms, latency seconds)
 Completion = tuple[Event, KafkaError | None, int, int, int, float]
@@ -63,12 +72,18 @@ class SidecarMode:
         config: Mapping[str, Any],
         settings: ClientSettings,
         default_callback: DeliveryCallback | None,
+        transport_factory: TransportFactory = SidecarTransport,
     ) -> None:
         self.settings = settings
+        self.transport_factory = transport_factory
         self.default_callback = default_callback
         self.client_id = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
         self.max_outstanding = kafka_limit(config, "queue.buffering.max.messages", 100_000)
         self.max_message_bytes = kafka_limit(config, "message.max.bytes", 1_000_000)
+        # The app's own delivery deadline, as librdkafka applies it (None: no deadline).
+        self.message_timeout = message_timeout(config)
+        self.next_expiry: float | None = None
+        self.dead: str | None = None  # why a thread of ours ended; produce() then refuses
         self.lock = threading.Lock()
         self.sender_wake = threading.Condition(self.lock)
         self.poller_wake = threading.Condition(self.lock)
@@ -97,7 +112,7 @@ class SidecarMode:
         self.streaming = threading.Event()
         self._gate_held = False
         self.failures = 0  # consecutive failed calls
-        self.transport: SidecarTransport | None = None
+        self.transport: Transport | None = None
 
     # -- the app's calls --------------------------------------------------------------------
 
@@ -112,13 +127,25 @@ class SidecarMode:
         timestamp: int = 0,
         headers: Any = None,
     ) -> None:
-        """confluent's ``produce()``: only enqueues; the sender thread does the rest."""
-        if value.__class__ is not bytes and value is not None:
-            value = to_bytes(value, "value")
-        if key.__class__ is not bytes and key is not None:
-            key = to_bytes(key, "key")
+        """confluent's ``produce()``: only enqueues; the sender thread does the rest.
+
+        Arguments are checked in confluent's order with its exception types, so nothing the
+        sender cannot encode is ever queued.
+        """
+        if self.dead is not None:
+            raise KafkaException(KafkaError(KafkaError._FAIL, self.dead))
+        if self.closed:
+            raise RuntimeError("Producer has been closed")
         if topic.__class__ is not str:
-            raise TypeError(f"topic must be str, got {type(topic).__name__}")
+            topic = check_topic(topic)
+        if value.__class__ is not bytes and value is not None:
+            value = to_bytes(value, 2)
+        if key.__class__ is not bytes and key is not None:
+            key = to_bytes(key, 3)
+        if partition.__class__ is not int or not -1 <= partition <= INT32[1]:
+            partition = to_int(partition, INT32)
+        if timestamp.__class__ is not int or not INT64[0] <= timestamp <= INT64[1]:
+            timestamp = to_int(timestamp, INT64)
         if headers is not None:
             headers = normalize_headers(headers)
         size = (len(value) if value else 0) + (len(key) if key else 0)
@@ -147,6 +174,8 @@ class SidecarMode:
             self.unsent.append(event)
             self.outstanding += 1
             self.attempts[topic] = self.attempts.get(topic, 0) + 1
+            if self.next_expiry is None and self.message_timeout is not None:
+                self.next_expiry = event.started + self.message_timeout
             if self.sender_idle:
                 self.sender_wake.notify()
         if not self.started:
@@ -249,39 +278,125 @@ class SidecarMode:
             if self.started:
                 return
             self.started = True
-        self.transport = SidecarTransport(
+        self.transport = self.transport_factory(
             self.settings.address, self.settings.rpc_timeout_ms / 1000
         )
         for target, name in ((self._send_loop, "sender"), (self._report_loop, "reports")):
-            threading.Thread(target=target, name=f"kafka-sidecar-{name}", daemon=True).start()
+            threading.Thread(
+                target=self._guarded,
+                args=(target, name),
+                name=f"kafka-sidecar-{name}",
+                daemon=True,
+            ).start()
+
+    def _guarded(self, loop: Callable[[], None], name: str) -> None:
+        """Run a thread's loop; should it ever end on an error, say so and fail what is pending.
+
+        Without this a dead thread leaves ``produce()`` accepting events nobody sends.
+        """
+        try:
+            loop()
+        except BaseException as error:
+            reason = f"the client's {name} thread ended on {type(error).__name__}: {error}"
+            log.exception("Client thread %s died; failing every pending event", name)
+            THREAD_DEATHS[name] = THREAD_DEATHS.get(name, 0) + 1
+            with self.lock:
+                self.dead = reason
+                self._fail_everything(KafkaError(KafkaError._FAIL, reason))
+
+    def _fail_everything(self, error: KafkaError) -> None:
+        """Resolve every unresolved event with ``error`` (lock held)."""
+        for event in self.unsent:
+            self._complete(event, error)
+        self.unsent.clear()
+        for event in list(self.inflight.values()):
+            self._complete(event, error)
+        self.inflight.clear()
 
     def _send_loop(self) -> None:
         while not self.closed:
-            with self.lock:
-                if self.state == "fallback":
-                    batch = None
-                else:
-                    self._wait_for_events()
-                    if not self.unsent:
-                        continue
-                    batch = take_batch(
-                        self.unsent, self.settings.batch_max_events, self.settings.batch_max_bytes
-                    )
-                    for event in batch:  # before the call: a report may arrive before the ack
-                        self.inflight[event.sequence] = event
-                    self._fold_attempts()
-                    counters = self.counters.snapshot_if_changed()
-            if batch is None:
-                self._fallback_step()
+            try:
+                self._send_step()
+            except Exception:
+                # A bug of ours must not stop the sender: the step's own events were resolved
+                # where that was possible; keep serving the others.
+                log.exception("Unexpected error in the client's sender; carrying on")
+                time.sleep(0.05)
+
+    def _send_step(self) -> None:
+        """One round: expire what is overdue, then send a batch or take a fallback step."""
+        with self.lock:
+            if self.next_expiry is not None and time.monotonic() >= self.next_expiry:
+                self._expire(time.monotonic())
+            if self.state == "fallback":
+                batch = None
             else:
+                self._wait_for_events()
+                if not self.unsent:
+                    return
+                batch = take_batch(
+                    self.unsent, self.settings.batch_max_events, self.settings.batch_max_bytes
+                )
+                for event in batch:  # before the call: a report may arrive before the ack
+                    self.inflight[event.sequence] = event
+                self._fold_attempts()
+                counters = self.counters.snapshot_if_changed()
+        if batch is None:
+            self._fallback_step()
+        else:
+            try:
                 self._send(batch, counters)
+            except Exception as error:
+                self._send_failed(batch, error)
+                raise
+
+    def _send_failed(self, batch: list[Event], error: Exception) -> None:
+        """An unexpected error while sending: every event of the batch no sidecar took gets an
+        error report; events a sidecar accepted still get theirs from it."""
+        failure = KafkaError(
+            KafkaError._FAIL, f"kafka-sidecar client: {type(error).__name__}: {error}"
+        )
+        with self.lock:
+            for event in batch:
+                if (
+                    event.accepted_by is None
+                    and self.inflight.pop(event.sequence, None) is not None
+                ):
+                    self._complete(event, failure)
+
+    def _expire(self, now: float) -> None:
+        """Resolve events older than the app's message.timeout.ms with _MSG_TIMED_OUT, as
+        librdkafka does (lock held). A sidecar's late report for one is then ignored."""
+        assert self.message_timeout is not None
+        cutoff = now - self.message_timeout
+        oldest: float | None = None
+        expired: list[Event] = []
+        for event in (*self.unsent, *self.inflight.values()):
+            if event.started <= cutoff:
+                expired.append(event)
+            elif oldest is None or event.started < oldest:
+                oldest = event.started
+        if expired:
+            timed_out = KafkaError(KafkaError._MSG_TIMED_OUT, "Local: Message timed out")
+            gone = {id(e) for e in expired}
+            self.unsent = deque(e for e in self.unsent if id(e) not in gone)
+            for event in expired:
+                self.inflight.pop(event.sequence, None)
+                self._complete(event, timed_out)
+        # Nothing outstanding can expire before the oldest of it; later events start later.
+        self.next_expiry = None if oldest is None else oldest + self.message_timeout
 
     def _wait_for_events(self) -> None:
         """Sleep until there is something to send; with a linger, let a batch fill up first."""
-        while not self.unsent and not self.closed:
+        if not self.unsent and not self.closed:
+            wait = 1.0  # back to the loop now and then: an event in flight may expire
+            if self.next_expiry is not None:
+                wait = max(0.0, min(wait, self.next_expiry - time.monotonic()))
             self.sender_idle = True
-            self.sender_wake.wait(1.0)
+            self.sender_wake.wait(wait)
             self.sender_idle = False
+            if not self.unsent:
+                return
         linger = self.settings.linger_ms / 1000
         if linger and not self.flushing and len(self.unsent) < self.settings.batch_max_events:
             self.sender_wake.wait(linger)
@@ -306,7 +421,8 @@ class SidecarMode:
             return
         except SidecarUnreachable as error:
             with self.lock:
-                self._requeue(batch)
+                # A call that timed out may have reached the sidecar: a resend may duplicate.
+                self._requeue(batch, resent=error.maybe_received)
             # One quick retry first: a connection reset (or gRPC's fork bookkeeping) is not an
             # outage; two failures in a row are.
             self.failures += 1
@@ -357,6 +473,10 @@ class SidecarMode:
                     self._resolve(batch)
             except SidecarUnreachable:
                 pass
+            except Exception:
+                # A bug of ours while resolving: treat the stream as lost (its events are
+                # re-sent) rather than let the thread die.
+                log.exception("Unexpected error reading delivery reports; reconnecting")
             finally:
                 self.streaming.clear()
             if self.forking.is_set():
@@ -370,9 +490,10 @@ class SidecarMode:
 
     def _resolve(self, batch: DeliveryReportBatch) -> None:
         if batch.dropped:
+            # Sidecars bound reports by backpressure and do not drop them; an older one might.
+            # Those events resolve at the app's message.timeout.ms with _MSG_TIMED_OUT.
             log.warning(
-                "The sidecar dropped %d delivery report(s) for %s: their events stay "
-                "unresolved until purged",
+                "The sidecar dropped %d delivery report(s) for %s: their events time out",
                 batch.dropped,
                 self.client_id,
             )
@@ -487,9 +608,11 @@ class SidecarMode:
         now = time.monotonic()
         drain_until = self.fallback_since + self.settings.drain_timeout_ms / 1000
         with self.lock:
+            # Events a sidecar accepted are never re-sent while its report stream lives: it may
+            # still deliver them (a lost stream re-sends them, see _stream_ended). After the
+            # drain timeout new events stop waiting for them and go direct.
             owed = [e for e in self.inflight.values() if e.accepted_by is not None]
             if owed and now >= drain_until:
-                self._requeue(owed, resent=True)
                 owed = []
             batch: list[Event] = []
             if not owed:  # keep order: nothing goes direct before what a sidecar holds

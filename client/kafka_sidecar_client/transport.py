@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -43,7 +43,15 @@ CHANNEL_OPTIONS = [
 
 
 class SidecarUnreachable(Exception):
-    """The sidecar is down, draining or too slow: use the fallback."""
+    """The sidecar is down, draining or too slow: use the fallback.
+
+    ``maybe_received``: the call may have reached the sidecar (it timed out or broke midway),
+    so resending its events may duplicate them.
+    """
+
+    def __init__(self, message: str, maybe_received: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_received = maybe_received
 
 
 class SidecarBackpressure(Exception):
@@ -56,6 +64,20 @@ class SidecarBackpressure(Exception):
 
 class SidecarRefused(Exception):
     """The sidecar refused the request as malformed; resending it would not help."""
+
+
+class Transport(Protocol):
+    """What the client's threads need of a link to the sidecar (a seam for unit tests)."""
+
+    def emit(self, request: ProduceBatch) -> ProduceBatchAck: ...
+
+    def subscribe(self, client_id: str) -> Iterator[DeliveryReportBatch]: ...
+
+    def cancel_stream(self) -> None: ...
+
+    def healthy(self) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 class SidecarTransport:
@@ -116,5 +138,7 @@ def classify(error: grpc.RpcError) -> Exception:
                 retry_ms = int(value)
         return SidecarBackpressure(retry_ms / 1000)
     if code in UNREACHABLE:
-        return SidecarUnreachable(f"{code.name}: {error.details()}")
+        return SidecarUnreachable(
+            f"{code.name}: {error.details()}", maybe_received=code != grpc.StatusCode.UNAVAILABLE
+        )
     return SidecarRefused(f"{code.name}: {error.details()}")

@@ -86,10 +86,10 @@ def test_an_event_larger_than_the_byte_limit_still_moves_alone() -> None:
 def test_headers_and_payloads_are_normalised_like_confluent() -> None:
     assert normalize_headers({"a": "1", "b": None}) == [("a", b"1"), ("b", None)]
     assert normalize_headers([("a", b"1")]) == [("a", b"1")]
-    assert to_bytes("é", "value") == "é".encode()
-    with pytest.raises(TypeError, match="value must be str, bytes or None"):
-        to_bytes(12, "value")
-    with pytest.raises(TypeError, match="header key must be str"):
+    assert to_bytes("é", 2) == "é".encode()
+    with pytest.raises(TypeError, match="a bytes-like object is required, not 'int'"):
+        to_bytes(12, 2)
+    with pytest.raises(TypeError, match="header key to be unicode string"):
         normalize_headers([(1, b"x")])
 
 

@@ -1,0 +1,239 @@
+"""Sidecar mode's threads against a scripted transport: no event without exactly one callback."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Producer as ConfluentProducer
+
+from kafka_sidecar_api.v1.sidecar_pb2 import (
+    DeliveryReport,
+    DeliveryReportBatch,
+    ProduceBatch,
+    ProduceBatchAck,
+)
+from kafka_sidecar_client import sidecar_mode
+from kafka_sidecar_client.config import ClientSettings
+from kafka_sidecar_client.events import Event
+from kafka_sidecar_client.fallback import DirectFallback
+from kafka_sidecar_client.sidecar_mode import SidecarMode
+
+pytestmark = pytest.mark.unit
+NOWHERE = "127.0.0.1:1"  # nothing listens: no test here reaches a broker
+
+
+class ScriptedSidecar:
+    """A transport whose sidecar accepts everything and reports when told to."""
+
+    def __init__(self) -> None:
+        self.emit_hook: Callable[[ProduceBatch], None] | None = None
+        self.report = True
+        self.reports: queue.Queue[DeliveryReportBatch | None] = queue.Queue()
+        self.closed = threading.Event()
+        self.subscribe_hook: Callable[[], None] | None = None
+
+    def __call__(self, address: str, timeout: float) -> ScriptedSidecar:
+        return self  # the factory SidecarMode calls
+
+    def emit(self, request: ProduceBatch) -> ProduceBatchAck:
+        if self.emit_hook is not None:
+            self.emit_hook(request)
+        answer = ProduceBatchAck(sidecar_id="s1")
+        for event in request.events:
+            answer.acks.add(received=True, sequence=event.sequence)
+        if self.report:
+            self.reports.put(
+                DeliveryReportBatch(
+                    sidecar_id="s1",
+                    reports=[
+                        DeliveryReport(sequence=e.sequence, topic=e.topic, offset=e.sequence)
+                        for e in request.events
+                    ],
+                )
+            )
+        return answer
+
+    def subscribe(self, client_id: str) -> Iterator[DeliveryReportBatch]:
+        if self.subscribe_hook is not None:
+            self.subscribe_hook()
+        yield DeliveryReportBatch(sidecar_id="s1")
+        while not self.closed.is_set():
+            try:
+                batch = self.reports.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if batch is not None:
+                yield batch
+
+    def cancel_stream(self) -> None:
+        pass
+
+    def healthy(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+@pytest.fixture
+def sidecar() -> Iterator[ScriptedSidecar]:
+    scripted = ScriptedSidecar()
+    yield scripted
+    scripted.closed.set()
+
+
+def make_mode(transport: ScriptedSidecar, **config: Any) -> SidecarMode:
+    settings = ClientSettings.from_env(
+        {"KAFKA_SIDECAR_MODE": "sidecar", "KAFKA_SIDECAR_FALLBACK": "none"}
+    )
+    return SidecarMode({"bootstrap.servers": NOWHERE, **config}, settings, None, transport)
+
+
+class Callbacks:
+    def __init__(self) -> None:
+        self.seen: list[tuple[bytes | None, KafkaError | None]] = []
+
+    def __call__(self, err: KafkaError | None, msg: Any) -> None:
+        self.seen.append((msg.value(), err))
+
+    def codes(self) -> list[int | None]:
+        return [None if err is None else err.code() for _, err in self.seen]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"topic": "t", "partition": None},
+        {"topic": "t", "partition": 1.5},
+        {"topic": "t", "partition": 2**40},
+        {"topic": "t", "partition": -(2**40)},
+        {"topic": 1},
+        {"topic": None},
+        {"topic": "t", "value": 1},
+        {"topic": "t", "key": 1.0},
+        {"topic": "t", "value": bytearray(b"x")},
+        {"topic": "t", "value": memoryview(b"x")},
+        {"topic": "t", "timestamp": None},
+        {"topic": "t", "timestamp": "x"},
+        {"topic": "t", "timestamp": 2**70},
+        {"topic": "t", "headers": 1},
+        {"topic": "t", "headers": (("a", b"1"),)},
+        {"topic": "t", "headers": [("a",)]},
+        {"topic": "t", "headers": [["a", b"1"]]},
+        {"topic": "t", "headers": {"a": 1}},
+        {"topic": "t", "headers": [("a", bytearray(b"1"))]},
+        {"topic": "t", "unknown": 1},
+        {},
+    ],
+    ids=repr,
+)
+def test_invalid_produce_arguments_raise_what_confluent_raises(
+    sidecar: ScriptedSidecar, kwargs: dict[str, Any]
+) -> None:
+    confluent = ConfluentProducer({"bootstrap.servers": NOWHERE})
+    with pytest.raises(Exception) as theirs:  # noqa: PT011 - the type is what we compare
+        confluent.produce(**kwargs)
+    mode = make_mode(sidecar)
+    with pytest.raises(Exception) as ours:  # noqa: PT011
+        mode.produce(**kwargs)
+    assert type(ours.value) is type(theirs.value)
+    assert len(mode) == 0  # nothing queued that the sender could choke on
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"topic": "t", "partition": True},
+        {"topic": "t", "value": "é", "key": "k"},
+        {"topic": "t", "headers": {"a": "s", "b": None}},
+        {"topic": "t", "headers": [("a", b"1")]},
+        {"topic": "t", "timestamp": -1},
+        {"topic": "t", "on_delivery": None, "callback": None},
+    ],
+    ids=repr,
+)
+def test_arguments_confluent_accepts_are_accepted(
+    sidecar: ScriptedSidecar, kwargs: dict[str, Any]
+) -> None:
+    mode = make_mode(sidecar)
+    mode.produce(**kwargs)
+    assert mode.flush(5) == 0
+
+
+def test_an_unexpected_error_while_sending_fails_that_batch_and_the_sender_carries_on(
+    sidecar: ScriptedSidecar,
+) -> None:
+    calls = []
+
+    def fail_first(request: ProduceBatch) -> None:
+        calls.append(request)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+
+    sidecar.emit_hook = fail_first
+    mode = make_mode(sidecar)
+    seen = Callbacks()
+    mode.produce("t", b"first", on_delivery=seen)
+    assert mode.flush(5) == 0
+    mode.produce("t", b"second", on_delivery=seen)
+    assert mode.flush(5) == 0
+    assert seen.codes() == [KafkaError._FAIL, None]
+    assert "RuntimeError: boom" in str(seen.seen[0][1])
+
+
+def test_a_thread_that_dies_fails_every_pending_event_and_produce_raises(
+    sidecar: ScriptedSidecar,
+) -> None:
+    died = threading.Event()
+
+    def die() -> None:
+        died.set()
+        raise SystemExit  # not an Exception: nothing inside the loop catches it
+
+    sidecar.report = False
+    mode = make_mode(sidecar)
+    seen = Callbacks()
+    mode.produce("t", b"pending", on_delivery=seen)
+    assert mode.flush(0.3) == 1
+    sidecar.subscribe_hook = die
+    sidecar.closed.set()  # ends the stream: the report thread resubscribes and dies
+    assert died.wait(5)
+    assert mode.flush(5) == 0
+    assert seen.codes() == [KafkaError._FAIL]
+    with pytest.raises(KafkaException, match="reports thread ended"):
+        mode.produce("t", b"refused")
+    assert sidecar_mode.THREAD_DEATHS.get("reports", 0) >= 1
+
+
+def test_an_event_past_the_apps_message_timeout_is_resolved_with_msg_timed_out(
+    sidecar: ScriptedSidecar,
+) -> None:
+    sidecar.report = False  # the sidecar accepted it and never reports
+    mode = make_mode(sidecar, **{"message.timeout.ms": 300})
+    seen = Callbacks()
+    mode.produce("t", b"late", on_delivery=seen)
+    assert mode.flush(5) == 0
+    assert seen.codes() == [KafkaError._MSG_TIMED_OUT]
+
+
+def test_delivery_timeout_ms_is_the_same_setting(sidecar: ScriptedSidecar) -> None:
+    sidecar.report = False
+    mode = make_mode(sidecar, **{"delivery.timeout.ms": 300})
+    mode.produce("t", b"late")
+    assert mode.flush(5) == 0
+
+
+def test_a_synchronous_error_of_the_direct_fallback_becomes_the_events_report() -> None:
+    fallback = DirectFallback({"bootstrap.servers": NOWHERE, "message.max.bytes": 1000}, "c")
+    event = Event("t", b"x" * 5000, None, -1, 0, None, None, 5000)
+    event.sequence = 1
+    reported: list[tuple[Event, KafkaError | None]] = []
+    fallback.send(event, lambda e, err, msg: reported.append((e, err)))
+    assert len(reported) == 1
+    assert reported[0][1] is not None
+    assert reported[0][1].code() == KafkaError.MSG_SIZE_TOO_LARGE
