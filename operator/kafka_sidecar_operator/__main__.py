@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import random
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         standalone=not config.peering or args.local,
         peering_name=config.peering or None,
         priority=random.randint(1, 1_000_000),  # noqa: S311 - distinct, not secret
+        identity=config.peering_identity(socket.gethostname(), os.getpid()),
         memo=kopf.Memo(config=config),
         liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz"
         if config.health_port

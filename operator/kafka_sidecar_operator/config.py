@@ -55,12 +55,21 @@ class OperatorConfig:
     """``KAFKA_SIDECAR_OPERATOR_PEERING``: the ClusterKopfPeering replicas coordinate through;
     empty runs standalone (one replica)."""
 
+    identity: str = ""
+    """``KAFKA_SIDECAR_OPERATOR_IDENTITY``: this replica's name among its kopf peers (the manifests
+    set the pod's name); empty uses the host name and process id. kopf's own default asks the
+    password database for the user, which a container's UID 65532 is not in."""
+
     excluded_namespaces: tuple[str, ...] = ("kube-system",)
     """Never injected, besides the operator's own namespace."""
 
     @property
     def never_injected(self) -> tuple[str, ...]:
         return (*self.excluded_namespaces, self.namespace)
+
+    def peering_identity(self, hostname: str, pid: int) -> str:
+        """The name kopf peering knows this replica by: never derived from the user's name."""
+        return self.identity or f"{hostname or 'kafka-sidecar-operator'}/{pid}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> OperatorConfig:
@@ -80,6 +89,7 @@ class OperatorConfig:
             metrics_port=_port(env, f"{prefix}METRICS_PORT", cls.metrics_port, allow_zero=True),
             tls=tls,
             peering=env.get(f"{prefix}PEERING", ""),
+            identity=env.get(f"{prefix}IDENTITY", "").strip(),
             health_port=_port(env, f"{prefix}HEALTH_PORT", cls.health_port, allow_zero=True),
             fallback_interval=_seconds(env, f"{prefix}FALLBACK_INTERVAL", cls.fallback_interval),
         )
