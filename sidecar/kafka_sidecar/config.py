@@ -28,6 +28,15 @@ PRODUCER_DEFAULTS: dict[str, str] = {
     "statistics.interval.ms": "5000",
 }
 
+# How the memory limit is shared (KAFKA_SIDECAR_MEMORY_LIMIT_BYTES). The interpreter, gRPC and
+# librdkafka's threads and buffers take a fixed part; librdkafka keeps about as much again as its
+# queued payload in message headers, batches being built and compression buffers; reports wait
+# in Python while clients read them. Measured in tests/integration/test_memory_bound.py.
+MEMORY_RESERVED_BYTES = 96 * 1024 * 1024
+QUEUE_SHARE_OF_REST = 0.25
+MIN_QUEUE_BYTES = 4 * 1024 * 1024
+BYTES_PER_QUEUED_MESSAGE = 1024  # bounds the message count so per-message overhead fits too
+
 LogFormat = Literal["text", "json"]
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -63,8 +72,20 @@ class SidecarConfig:
     before exiting. Keep it below the pod's terminationGracePeriodSeconds (default 30)."""
 
     report_buffer_size: int = 200_000
-    """``KAFKA_SIDECAR_REPORT_BUFFER_SIZE``: delivery reports kept per client while it does not
-    read them; beyond that the oldest are dropped and counted."""
+    """``KAFKA_SIDECAR_REPORT_BUFFER_SIZE``: events of one client the sidecar holds at once
+    (accepted and not yet reported to it, unread reports included). Beyond it that client gets
+    BUFFER_FULL until it reads its reports: reports are never dropped for a live client."""
+
+    client_max_bytes: int = 0
+    """``KAFKA_SIDECAR_CLIENT_MAX_BYTES``: key + value bytes of one client in the producer at
+    once; beyond it that client gets BUFFER_FULL, so one client cannot fill the whole queue.
+    Default: half of the producer's queue.buffering.max.kbytes."""
+
+    memory_limit_bytes: int | None = None
+    """``KAFKA_SIDECAR_MEMORY_LIMIT_BYTES``: the container's memory limit (the webhook passes
+    it). When set, librdkafka's queue.buffering.max.kbytes and .max.messages are derived from
+    it unless KAFKA_PRODUCER_* sets them, so a broker outage answers BUFFER_FULL instead of
+    growing the sidecar until it is OOM-killed."""
 
     retry_after_ms: int = 50
     """``KAFKA_SIDECAR_RETRY_AFTER_MS``: the wait suggested to clients when the buffer is full."""
@@ -97,6 +118,16 @@ class SidecarConfig:
             )
         if "message.max.bytes" in producer:
             _positive_int(producer["message.max.bytes"], "KAFKA_PRODUCER_MESSAGE_MAX_BYTES")
+        memory_raw = env.get("KAFKA_SIDECAR_MEMORY_LIMIT_BYTES", "").strip()
+        memory_limit = (
+            _positive_int(memory_raw, "KAFKA_SIDECAR_MEMORY_LIMIT_BYTES") if memory_raw else None
+        )
+        if memory_limit is not None:
+            producer = {**queue_limits(memory_limit), **producer}
+        queue_kbytes = _positive_int(
+            producer.get("queue.buffering.max.kbytes", "1048576"),
+            "KAFKA_PRODUCER_QUEUE_BUFFERING_MAX_KBYTES",
+        )
 
         listen = env.get("KAFKA_SIDECAR_LISTEN", DEFAULT_LISTEN)
         if not listen.startswith("unix:"):
@@ -148,9 +179,27 @@ class SidecarConfig:
             max_clients=_positive_int(
                 env.get("KAFKA_SIDECAR_MAX_CLIENTS", "1024"), "KAFKA_SIDECAR_MAX_CLIENTS"
             ),
+            client_max_bytes=_positive_int(
+                env.get("KAFKA_SIDECAR_CLIENT_MAX_BYTES", "") or str(queue_kbytes * 512),
+                "KAFKA_SIDECAR_CLIENT_MAX_BYTES",
+            ),
+            memory_limit_bytes=memory_limit,
             log_level=log_level,
             log_format="json" if log_format == "json" else "text",
         )
+
+
+def queue_limits(memory_limit: int) -> dict[str, str]:
+    """librdkafka's queue bounds for a container limited to ``memory_limit`` bytes."""
+    queue_bytes = max(
+        MIN_QUEUE_BYTES, int((memory_limit - MEMORY_RESERVED_BYTES) * QUEUE_SHARE_OF_REST)
+    )
+    return {
+        "queue.buffering.max.kbytes": str(queue_bytes // 1024),
+        "queue.buffering.max.messages": str(
+            min(100_000, max(1000, queue_bytes // BYTES_PER_QUEUED_MESSAGE))
+        ),
+    }
 
 
 def _positive_int(raw: str, name: str) -> int:

@@ -69,7 +69,13 @@ class ProducerLike(Protocol):
 
 @dataclass(eq=False)
 class Client:
-    """One client process: its ring buffer of reports and the stream that drains it."""
+    """One client process: what it has in the sidecar, its reports and the stream reading them.
+
+    What a client holds is bounded by backpressure on that client (``emit`` answers BUFFER_FULL),
+    so its reports are never dropped while it lives. Counters are split by the thread that
+    writes them (``accepted``, ``taken``, ``bytes_in`` on the event loop; ``bytes_out`` in the
+    poll thread), so no count is ever updated from two threads.
+    """
 
     client_id: str
     app: str
@@ -77,17 +83,31 @@ class Client:
     recent: list[Report]
     touched: set[Client]
     drop_counter: Counter
-    dropped: int = 0  # since the stream last took reports
+    dropped: int = 0  # reports that arrived after the client was forgotten
     wake: asyncio.Event | None = None
     subscribed: int = 0
     id_prefix: bytes = b""
+    accepted: int = 0  # events handed to the producer
+    taken: int = 0  # reports taken by its stream
+    bytes_in: int = 0  # key + value bytes handed to the producer
+    bytes_out: int = 0  # ... of which the producer is done with
+    forgotten: bool = False
 
-    def delivered(self, sequence: int, err: KafkaError | None, msg: Any) -> None:
+    def holding(self) -> int:
+        """Events accepted whose report the client has not read yet."""
+        return self.accepted - self.taken
+
+    def in_producer(self) -> int:
+        """Events still in the producer, waiting for the brokers."""
+        return self.accepted - self.taken - len(self.reports)
+
+    def delivered(self, sequence: int, size: int, err: KafkaError | None, msg: Any) -> None:
         """librdkafka's delivery callback for one event of this client (poll thread)."""
-        reports = self.reports
-        if len(reports) == reports.maxlen:  # rare: nobody reads this client's reports
+        self.bytes_out += size
+        if self.forgotten:  # evicted without a reader: nobody will ask for this report
             self.dropped += 1
             self.drop_counter.inc()
+            return
         report = (
             sequence,
             err,
@@ -97,7 +117,7 @@ class Client:
             msg.timestamp()[1],
             msg.latency() or 0.0,
         )
-        reports.append(report)
+        self.reports.append(report)
         self.recent.append(report)
         self.touched.add(self)
 
@@ -139,7 +159,7 @@ class Engine:
         found = Client(
             client_id=client_id,
             app=app,
-            reports=deque(maxlen=self.config.report_buffer_size),
+            reports=deque(),
             recent=self._recent,
             touched=self._touched,
             drop_counter=self.metrics.reports_dropped,
@@ -147,15 +167,36 @@ class Engine:
         )
         self.clients[client_id] = found
         while len(self.clients) > self.config.max_clients:
-            oldest = next(iter(self.clients.values()))
-            if oldest.subscribed or oldest.reports:
-                break  # never drop a client that still has readers or undelivered reports
-            self.forget(oldest.client_id)
+            victim = self._evictable(found)
+            if victim is None:
+                break  # every client is reading or has events at the brokers: bounded by those
+            self.forget(victim.client_id)
         self.metrics.clients.set(len(self.clients))
         return found
 
+    def _evictable(self, newest: Client) -> Client | None:
+        """The least recent client nobody reads for, with nothing left at the brokers.
+
+        One that still has unread reports goes only when no fully idle one exists: its reader
+        has gone (a client that comes back resolves those events by its message timeout). A
+        client pinned by a reader or by events in the producer is skipped, never a barrier.
+        """
+        fallback = None
+        for client in self.clients.values():
+            if client is newest or client.subscribed or client.in_producer():
+                continue
+            if not client.reports:
+                return client
+            if fallback is None:
+                fallback = client
+        return fallback
+
     def forget(self, client_id: str) -> None:
-        self.clients.pop(client_id, None)
+        client = self.clients.pop(client_id, None)
+        if client is not None:
+            client.forgotten = True
+            self.metrics.reports_dropped.inc(len(client.reports))
+            client.reports.clear()
         self.metrics.client_counters.retire(client_id)
         self.metrics.clients.set(len(self.clients))
 
@@ -188,6 +229,9 @@ class Engine:
         max_bytes = self._max_bytes
         accepted: Tally[str] = Tally()
         full_from = -1
+        room = self.config.report_buffer_size - client.holding()
+        held_bytes = client.bytes_in - client.bytes_out
+        byte_limit = self.config.client_max_bytes
         # The hot loop: the common event (known topic, no headers of its own, fits) skips the
         # general checks; everything else goes through ``_check`` for its precise error.
         for index, event in enumerate(events):
@@ -196,12 +240,16 @@ class Engine:
             value = event.event_bytes or (b"" if event.HasField("event_bytes") else None)
             key = event.key or (b"" if event.HasField("key") else None)
             partition = event.partition if event.HasField("partition") else -1
+            size = len(event.event_bytes) + len(event.key)
+            if room <= 0 or (held_bytes and held_bytes + size > byte_limit):
+                full_from = index  # this client's share is used up: it waits, others go on
+                break
             if (
                 topic in valid_topics
                 and sequence > 0
                 and partition >= -1
                 and not event.headers
-                and len(event.event_bytes) + len(event.key) <= max_bytes
+                and size <= max_bytes
             ):
                 rejection = None
                 headers: list[tuple[str, bytes | None]] = [
@@ -220,7 +268,7 @@ class Engine:
                         value,
                         key,
                         partition,
-                        partial(delivered, sequence),
+                        partial(delivered, sequence, size),
                         None,
                         event.timestamp_ms,
                         headers,
@@ -233,6 +281,10 @@ class Engine:
                 else:
                     acks.add(received=True, sequence=sequence)
                     accepted[topic] += 1
+                    room -= 1
+                    held_bytes += size
+                    client.accepted += 1
+                    client.bytes_in += size
                     continue
             self.metrics.rejected.labels(ErrorCode.Name(rejection.code)).inc()
             acks.add(
@@ -314,9 +366,11 @@ class Engine:
                 self.loop.call_soon_threadsafe(client.wake.set)
 
     def take_reports(self, client: Client) -> tuple[list[Report], int]:
-        """Every queued report of ``client`` and how many were dropped since the last take."""
+        """Every queued report of ``client`` (it may send as many events again) and how many
+        were dropped since the last take."""
         reports = client.reports
         taken = [reports.popleft() for _ in range(len(reports))]
+        client.taken += len(taken)
         dropped, client.dropped = client.dropped, 0
         return taken, dropped
 

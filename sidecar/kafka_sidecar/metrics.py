@@ -169,7 +169,7 @@ class SidecarMetrics:
         )
         self.reports_dropped = Counter(
             "kafka_sidecar_reports_dropped",
-            "Delivery reports dropped because a client's ring buffer was full",
+            "Delivery reports dropped because their client was forgotten without a reader",
             registry=r,
         )
         self.clients = Gauge(

@@ -83,3 +83,29 @@ def test_serve_exits_2_with_the_reason_on_bad_configuration() -> None:
     )
     assert proc.returncode == 2
     assert "KAFKA_PRODUCER_NO_SUCH_THING" in proc.stderr
+
+
+def test_memory_limit_derives_librdkafkas_queue_bounds() -> None:
+    config = SidecarConfig.from_env({**BASE, "KAFKA_SIDECAR_MEMORY_LIMIT_BYTES": str(256 << 20)})
+    assert config.memory_limit_bytes == 256 << 20
+    queue_bytes = int(config.producer["queue.buffering.max.kbytes"]) * 1024
+    assert 4 << 20 <= queue_bytes <= (256 << 20) // 4
+    assert int(config.producer["queue.buffering.max.messages"]) <= 100_000
+    assert config.client_max_bytes == queue_bytes // 2
+
+
+def test_explicit_queue_bounds_win_over_the_memory_limit() -> None:
+    config = SidecarConfig.from_env(
+        {
+            **BASE,
+            "KAFKA_SIDECAR_MEMORY_LIMIT_BYTES": str(256 << 20),
+            "KAFKA_PRODUCER_QUEUE_BUFFERING_MAX_KBYTES": "1000",
+        }
+    )
+    assert config.producer["queue.buffering.max.kbytes"] == "1000"
+
+
+def test_without_a_memory_limit_librdkafkas_defaults_stay() -> None:
+    config = SidecarConfig.from_env(BASE)
+    assert "queue.buffering.max.kbytes" not in config.producer
+    assert config.client_max_bytes == 1048576 * 512

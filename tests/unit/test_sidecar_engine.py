@@ -77,7 +77,7 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 
 def make_engine(
-    loop: asyncio.AbstractEventLoop, capacity: int = 1000
+    loop: asyncio.AbstractEventLoop, capacity: int = 1000, **env: str
 ) -> tuple[Engine, FakeProducer]:
     producer = FakeProducer(capacity)
     config = SidecarConfig.from_env(
@@ -85,6 +85,7 @@ def make_engine(
             "KAFKA_PRODUCER_BOOTSTRAP_SERVERS": "k:1",
             "KAFKA_SIDECAR_REPORT_BUFFER_SIZE": "3",
             "KAFKA_SIDECAR_RETRY_AFTER_MS": "25",
+            **env,
         }
     )
     return Engine(producer, config, SidecarMetrics(), loop), producer
@@ -156,14 +157,59 @@ def test_reports_reach_their_own_client_only(loop: asyncio.AbstractEventLoop) ->
     assert [r[0] for r in reports_b] == [1]
 
 
-def test_report_ring_overflow_drops_the_oldest_and_counts(loop: asyncio.AbstractEventLoop) -> None:
-    engine, producer = make_engine(loop)  # ring of 3
-    engine.emit("a", events(1, 2, 3, 4, 5))
+def test_a_client_holding_its_share_of_unread_reports_gets_buffer_full_and_none_is_dropped(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    engine, producer = make_engine(loop)  # 3 events per client at once
+    answer, _ = engine.emit("a", events(1, 2, 3, 4, 5))
+    assert [a.received for a in answer.acks] == [True, True, True, False, False]
+    assert answer.acks[3].error_code == ErrorCode.ERROR_CODE_BUFFER_FULL
+    other, _ = engine.emit("b", events(1))  # another client is not held back
+    assert other.acks[0].received
     producer.poll()
     engine.after_poll()
+    _, nothing_fits = engine.emit("a", events(4))  # delivered but unread still counts
+    assert nothing_fits
     reports, dropped = engine.take_reports(engine.clients["a"])
-    assert [r[0] for r in reports] == [3, 4, 5]
-    assert dropped == 2
+    assert [r[0] for r in reports] == [1, 2, 3]
+    assert dropped == 0
+    answer, _ = engine.emit("a", events(4, 5))
+    assert [a.received for a in answer.acks] == [True, True]
+
+
+def test_a_client_over_its_bytes_in_the_producer_gets_buffer_full(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    engine, producer = make_engine(loop, KAFKA_SIDECAR_CLIENT_MAX_BYTES="10")
+    answer, _ = engine.emit("a", events(1, 2, 3, value=b"x" * 4))
+    assert [a.received for a in answer.acks] == [True, True, False]
+    producer.poll()  # the producer is done with them: the bytes are free again
+    answer, _ = engine.emit("a", events(3, value=b"x" * 4))
+    assert answer.acks[0].received
+
+
+def test_eviction_skips_clients_pinned_by_readers_or_queued_events(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    engine, _ = make_engine(loop, KAFKA_SIDECAR_MAX_CLIENTS="2")
+    engine.emit("pinned", events(1))  # in the producer: may not be forgotten
+    engine.client("reader").subscribed = 1
+    for n in range(50):
+        engine.client(f"idle-{n}")
+    assert set(engine.clients) == {"pinned", "reader", "idle-49"}
+    assert engine.metrics.clients._value.get() == 3
+
+
+def test_a_forgotten_clients_unread_reports_are_counted_as_dropped(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    engine, producer = make_engine(loop, KAFKA_SIDECAR_MAX_CLIENTS="1")
+    engine.emit("gone", events(1, 2))
+    producer.poll()
+    engine.after_poll()
+    engine.client("new")
+    assert "gone" not in engine.clients
+    assert engine.metrics.reports_dropped._value.get() == 2
 
 
 def test_failed_delivery_becomes_a_report_with_codes(loop: asyncio.AbstractEventLoop) -> None:

@@ -412,7 +412,9 @@ class DeliveryReportBatch(_message.Message):
     DROPPED_FIELD_NUMBER: _builtins.int
     SIDECAR_ID_FIELD_NUMBER: _builtins.int
     dropped: _builtins.int
-    """Reports dropped for this client since the last batch because its ring buffer overflowed."""
+    """Reports dropped for this client since the last batch (0 from sidecars that bound reports by
+    backpressure; clients resolve such events at their message timeout).
+    """
     sidecar_id: _builtins.str
     """The sidecar process serving the stream. The first message of every stream carries it (and
     may have no reports): events another sidecar_id accepted will never be reported here.

@@ -74,10 +74,12 @@ class ProducerSidecarServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SubscribeReports(self, request, context):
-        """The delivery reports of one client, streamed as they arrive from the brokers. Reports wait in a
-        bounded ring buffer per client while nobody reads; an overflow drops the oldest and is counted
-        in DeliveryReportBatch.dropped. One subscription per client_id at a time: a new one replaces
-        the old one. The stream ends when the sidecar has shut down and delivered everything.
+        """The delivery reports of one client, streamed as they arrive from the brokers. Reports wait per
+        client while nobody reads; a client holding its share of events (accepted, report not yet read)
+        gets BUFFER_FULL for new ones, so reports of a live client are never dropped. Only a client
+        forgotten for lack of a reader loses its reports (counted in DeliveryReportBatch.dropped of no
+        stream, and in the sidecar's metrics). One subscription per client_id at a time: a new one
+        replaces the old one. The stream ends when the sidecar has shut down and delivered everything.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

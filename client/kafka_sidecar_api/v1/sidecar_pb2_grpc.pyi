@@ -64,10 +64,12 @@ class ProducerSidecarStub:
     "retry-after-ms".
     """
     SubscribeReports: _grpc.UnaryStreamMultiCallable[_sidecar_pb2.SubscribeRequest, _sidecar_pb2.DeliveryReportBatch]
-    """The delivery reports of one client, streamed as they arrive from the brokers. Reports wait in a
-    bounded ring buffer per client while nobody reads; an overflow drops the oldest and is counted
-    in DeliveryReportBatch.dropped. One subscription per client_id at a time: a new one replaces
-    the old one. The stream ends when the sidecar has shut down and delivered everything.
+    """The delivery reports of one client, streamed as they arrive from the brokers. Reports wait per
+    client while nobody reads; a client holding its share of events (accepted, report not yet read)
+    gets BUFFER_FULL for new ones, so reports of a live client are never dropped. Only a client
+    forgotten for lack of a reader loses its reports (counted in DeliveryReportBatch.dropped of no
+    stream, and in the sidecar's metrics). One subscription per client_id at a time: a new one
+    replaces the old one. The stream ends when the sidecar has shut down and delivered everything.
     """
 
 @_typing.type_check_only
@@ -85,10 +87,12 @@ class ProducerSidecarAsyncStub(ProducerSidecarStub):
     "retry-after-ms".
     """
     SubscribeReports: _aio.UnaryStreamMultiCallable[_sidecar_pb2.SubscribeRequest, _sidecar_pb2.DeliveryReportBatch]  # type: ignore[assignment]
-    """The delivery reports of one client, streamed as they arrive from the brokers. Reports wait in a
-    bounded ring buffer per client while nobody reads; an overflow drops the oldest and is counted
-    in DeliveryReportBatch.dropped. One subscription per client_id at a time: a new one replaces
-    the old one. The stream ends when the sidecar has shut down and delivered everything.
+    """The delivery reports of one client, streamed as they arrive from the brokers. Reports wait per
+    client while nobody reads; a client holding its share of events (accepted, report not yet read)
+    gets BUFFER_FULL for new ones, so reports of a live client are never dropped. Only a client
+    forgotten for lack of a reader loses its reports (counted in DeliveryReportBatch.dropped of no
+    stream, and in the sidecar's metrics). One subscription per client_id at a time: a new one
+    replaces the old one. The stream ends when the sidecar has shut down and delivered everything.
     """
 
 class ProducerSidecarServicer(metaclass=_abc_1.ABCMeta):
@@ -121,10 +125,12 @@ class ProducerSidecarServicer(metaclass=_abc_1.ABCMeta):
         request: _sidecar_pb2.SubscribeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_sidecar_pb2.DeliveryReportBatch], _abc.AsyncIterator[_sidecar_pb2.DeliveryReportBatch]]:
-        """The delivery reports of one client, streamed as they arrive from the brokers. Reports wait in a
-        bounded ring buffer per client while nobody reads; an overflow drops the oldest and is counted
-        in DeliveryReportBatch.dropped. One subscription per client_id at a time: a new one replaces
-        the old one. The stream ends when the sidecar has shut down and delivered everything.
+        """The delivery reports of one client, streamed as they arrive from the brokers. Reports wait per
+        client while nobody reads; a client holding its share of events (accepted, report not yet read)
+        gets BUFFER_FULL for new ones, so reports of a live client are never dropped. Only a client
+        forgotten for lack of a reader loses its reports (counted in DeliveryReportBatch.dropped of no
+        stream, and in the sidecar's metrics). One subscription per client_id at a time: a new one
+        replaces the old one. The stream ends when the sidecar has shut down and delivered everything.
         """
 
 def add_ProducerSidecarServicer_to_server(servicer: ProducerSidecarServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
