@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         standalone=not config.peering or args.local,
         peering_name=config.peering or None,
         priority=random.randint(1, 1_000_000),  # noqa: S311 - distinct, not secret
-        identity=config.peering_identity(socket.gethostname(), os.getpid()),
+        # kopf's Identity is a NewType of str it does not export.
+        identity=config.peering_identity(socket.gethostname(), os.getpid()),  # type: ignore[arg-type]
         memo=kopf.Memo(config=config),
         liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz"
         if config.health_port
