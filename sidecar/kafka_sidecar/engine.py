@@ -305,7 +305,7 @@ class Engine:
                 )
             self.metrics.rejected.labels("ERROR_CODE_BUFFER_FULL").inc(len(events) - full_from)
         for topic, count in accepted.items():
-            self.metrics.accepted.labels(topic).inc(count)
+            self.metrics.accepted.labels(self.metrics.topic_label(topic)).inc(count)
         self.metrics.emit_batch.observe(len(events))
         return answer, full_from == 0
 
@@ -355,10 +355,11 @@ class Engine:
                     failed[(topic, report_error(err)[0])] += 1
             self.metrics.latency.observe_many(report[6] for report in recent)
             recent.clear()
+            label = self.metrics.topic_label
             for topic, count in acked.items():
-                self.metrics.acked.labels(topic).inc(count)
+                self.metrics.acked.labels(label(topic)).inc(count)
             for (topic, code), count in failed.items():
-                self.metrics.failed.labels(topic, ErrorCode.Name(code)).inc(count)
+                self.metrics.failed.labels(label(topic), ErrorCode.Name(code)).inc(count)
         touched = list(self._touched)
         self._touched.clear()
         for client in touched:

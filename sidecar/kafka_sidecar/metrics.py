@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -16,6 +17,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+# Label values clients choose (app, topic) are checked and capped: every distinct value is a
+# Prometheus series, and a buggy or hostile client must not be able to grow them without bound.
+TOPIC_LABEL = re.compile(r"[a-zA-Z0-9._-]{1,249}")  # Kafka's topic rule
+APP_LABEL = re.compile(r"[a-zA-Z0-9._-]{1,253}")  # a DNS name, as the pod name it defaults to
+MAX_TOPIC_LABELS = 1000
+MAX_APP_LABELS = 100
+MAX_TOPICS_PER_CLIENT = 1000
+INVALID_LABEL = "_invalid"
+OVERFLOW_LABEL = "_overflow"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CLIENT_OUTCOMES = ("attempts", "acked", "failed", "fallback", "resent")
 
@@ -68,30 +78,65 @@ Totals = tuple[int, int, int, int, int]
 
 
 @dataclass(eq=False)
+class LabelBudget:
+    """Maps a client-chosen value to a label: itself while valid and among the first ``limit``
+    distinct ones, ``_invalid`` or ``_overflow`` otherwise. A value keeps its label for good."""
+
+    pattern: re.Pattern[str]
+    limit: int
+    seen: dict[str, str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, value: str) -> str:
+        label = self.seen.get(value)
+        if label is not None:
+            return label
+        with self.lock:
+            if self.pattern.fullmatch(value) is None:
+                return INVALID_LABEL  # not remembered: invalid values do not use the budget
+            if len(self.seen) >= self.limit:
+                return OVERFLOW_LABEL
+            self.seen[value] = value
+        return value
+
+
+def topic_labels() -> LabelBudget:
+    return LabelBudget(TOPIC_LABEL, MAX_TOPIC_LABELS)
+
+
+@dataclass(eq=False)
 class ClientCounters(Collector):
     """What client processes reported (cumulative per client), summed by app and topic.
 
     A forgotten client's totals are folded into ``retired``, so the sums never go backwards.
+    Values are kept per client and reported topic and mapped to labels when summed, so topics
+    sharing the overflow label add up instead of overwriting each other.
     """
 
     latest: dict[str, dict[tuple[str, str], Totals]] = field(default_factory=dict)
     retired: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    topic_label: LabelBudget = field(default_factory=topic_labels)
+    app_label: LabelBudget = field(default_factory=lambda: LabelBudget(APP_LABEL, MAX_APP_LABELS))
 
     def update(self, client_id: str, app: str, topic: str, values: Totals) -> None:
         with self.lock:
-            self.latest.setdefault(client_id, {})[(app, topic)] = values
+            per_client = self.latest.setdefault(client_id, {})
+            if (app, topic) in per_client or len(per_client) < MAX_TOPICS_PER_CLIENT:
+                per_client[(app, topic)] = values
 
     def retire(self, client_id: str) -> None:
         with self.lock:
-            for key, values in self.latest.pop(client_id, {}).items():
+            for (app, topic), values in self.latest.pop(client_id, {}).items():
+                key = (self.app_label(app), self.topic_label(topic))
                 _add(self.retired.setdefault(key, [0, 0, 0, 0, 0]), values)
 
     def totals(self) -> dict[tuple[str, str], list[int]]:
         with self.lock:
             sums = {key: list(values) for key, values in self.retired.items()}
             for per_client in self.latest.values():
-                for key, values in per_client.items():
+                for (app, topic), values in per_client.items():
+                    key = (self.app_label(app), self.topic_label(topic))
                     _add(sums.setdefault(key, [0, 0, 0, 0, 0]), values)
         return sums
 
@@ -180,7 +225,9 @@ class SidecarMetrics:
             "kafka_sidecar_delivery_latency_seconds",
             "Seconds from the sidecar accepting an event to the broker's ack",
         )
-        self.client_counters = ClientCounters()
+        # One budget for every metric labelled by topic, so they agree on the overflow.
+        self.topic_label = topic_labels()
+        self.client_counters = ClientCounters(topic_label=self.topic_label)
         r.register(self.latency)
         r.register(self.client_counters)
 
