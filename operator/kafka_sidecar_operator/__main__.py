@@ -7,32 +7,20 @@ the MutatingWebhookConfiguration itself and removes it on exit — for the local
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
 import random
 import socket
 import sys
-import tempfile
-from pathlib import Path
-from typing import Any
 
 import kopf
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-from kubernetes.client.exceptions import ApiException
 from prometheus_client import start_http_server
 
-from kafka_sidecar_operator import handlers, tls  # noqa: F401 - registers the handlers
 from kafka_sidecar_operator.config import OperatorConfig, OperatorConfigError
-from kafka_sidecar_operator.handlers import pods, policies  # noqa: F401
+from kafka_sidecar_operator.handlers import pods  # noqa: F401 - registers the handlers
+from kafka_sidecar_operator.handlers.lifecycle import RunOptions
 from kafka_sidecar_operator.metrics import REGISTRY
-from kafka_sidecar_operator.webhook import (
-    local_certificates,
-    url_client_config,
-    webhook_configuration,
-)
 
 log = logging.getLogger("kafka_sidecar_operator")
 
@@ -79,99 +67,22 @@ def main(argv: list[str] | None = None) -> int:
     if config.metrics_port:
         start_http_server(config.metrics_port, registry=REGISTRY)
 
-    @kopf.on.startup()
-    async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-        settings.posting.level = logging.WARNING  # our own Normal Events are posted explicitly
-        settings.admission.managed = None
-        if args.local:
-            directory = Path(tempfile.mkdtemp(prefix="kafka-sidecar-webhook-"))
-            serving, ca_bundle = local_certificates(directory)
-            host = "127.0.0.1"
-            settings.admission.server = kopf.WebhookServer(
-                addr=host,
-                host=host,
-                port=config.webhook_port,
-                certfile=str(serving.cert),
-                pkeyfile=str(serving.key),
-                cafile=str(directory / "kafka-sidecar-webhook-ca.crt"),
-            )
-            register(config, url_client_config(host, config.webhook_port, ca_bundle))
-            memo.registered = True
-        else:
-            if config.tls == "self-managed":
-                tls.ensure(_api(), config.namespace, config.cert_dir, config.webhook_name)
-                memo.renewer = asyncio.create_task(renew_forever(config))
-            settings.admission.server = kopf.WebhookServer(
-                addr=config.webhook_host,
-                port=config.webhook_port,
-                certfile=str(config.cert_dir / "tls.crt"),
-                pkeyfile=str(config.cert_dir / "tls.key"),
-            )
-        memo.config = config
-        memo.api = _api()
-
-    @kopf.on.cleanup()
-    def unregister(memo: kopf.Memo, **_: Any) -> None:
-        if memo.get("registered"):
-            admission = k8s.AdmissionregistrationV1Api(_api())
-            try:
-                admission.delete_mutating_webhook_configuration(config.webhook_name)
-            except ApiException as error:
-                if error.status != 404:
-                    raise
-            log.info("Removed MutatingWebhookConfiguration %s", config.webhook_name)
-
+    options = RunOptions(
+        local=args.local,
+        identity=config.peering_identity(socket.gethostname(), os.getpid()),
+        priority=random.randint(1, 1_000_000),  # noqa: S311 - distinct, not secret
+    )
     kopf.run(
         clusterwide=not config.watch_namespaces,
         namespaces=config.watch_namespaces,
-        standalone=not config.peering or args.local,
+        standalone=not config.peering,
         peering_name=config.peering or None,
-        priority=random.randint(1, 1_000_000),  # noqa: S311 - distinct, not secret
+        priority=options.priority,
         # kopf's Identity is a NewType of str it does not export.
-        identity=config.peering_identity(socket.gethostname(), os.getpid()),  # type: ignore[arg-type]
-        memo=kopf.Memo(config=config),
-        liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz"
-        if config.health_port
-        else None,
+        identity=options.identity,  # type: ignore[arg-type]
+        memo=kopf.Memo(config=config, options=options),
     )
     return 0
-
-
-async def renew_forever(config: OperatorConfig) -> None:
-    """Self-managed TLS: check hourly; renewal happens with a third of the lifetime left."""
-    while True:
-        await asyncio.sleep(3600)
-        try:
-            await asyncio.to_thread(
-                tls.ensure, _api(), config.namespace, config.cert_dir, config.webhook_name
-            )
-        except Exception:
-            log.exception("Could not renew the webhook certificate; retrying in an hour")
-
-
-def _api() -> k8s.ApiClient:
-    try:
-        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except k8s_config.ConfigException:
-        k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
-    return k8s.ApiClient()
-
-
-def register(config: OperatorConfig, client_config: dict[str, Any]) -> None:
-    """Create or replace our MutatingWebhookConfiguration (--local only)."""
-    # The client accepts plain dicts; its stubs want models.
-    body: Any = webhook_configuration(config.webhook_name, client_config, config.never_injected)
-    admission = k8s.AdmissionregistrationV1Api(_api())
-    try:
-        admission.create_mutating_webhook_configuration(body)
-    except ApiException as error:
-        if error.status != 409:
-            raise
-        existing = admission.read_mutating_webhook_configuration(config.webhook_name)
-        assert existing.metadata is not None
-        body["metadata"]["resourceVersion"] = existing.metadata.resource_version
-        admission.replace_mutating_webhook_configuration(config.webhook_name, body)
-    log.info("Registered MutatingWebhookConfiguration %s", config.webhook_name)
 
 
 if __name__ == "__main__":

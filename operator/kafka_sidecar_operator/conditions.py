@@ -5,13 +5,13 @@ Pure: the reconciler feeds it the pod index and the fallback state and writes wh
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from kafka_sidecar_operator.names import INJECT_ANNOTATION, STATUS_ANNOTATION
+from kafka_sidecar_operator.names import INJECT_ANNOTATION, METRICS_PORT_NAME, SIDECAR_NAME
+from kafka_sidecar_operator.pod_record import StatusRecord, sidecar_of
 from kafka_sidecar_operator.policies import Policy, matching
 from kafka_sidecar_operator.rollout import selected
 
@@ -24,47 +24,59 @@ class PodView:
     name: str
     labels: Mapping[str, str]
     opted_in: bool
-    status: Mapping[str, Any]
+    status: StatusRecord
     ip: str | None
     metrics_port: int | None
     sidecar_ready: bool
     running: bool = False
+    has_sidecar: bool = False
+    host_network: bool = False
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> PodView:
         metadata = body.get("metadata") or {}
         annotations = metadata.get("annotations") or {}
-        try:
-            status = json.loads(annotations.get(STATUS_ANNOTATION, "{}"))
-        except ValueError:
-            status = {}
         spec = body.get("spec") or {}
+        sidecar = sidecar_of(body)
         port = None
-        for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
-            if container.get("name") == "kafka-sidecar":
-                for entry in container.get("ports") or []:
-                    port = int(entry.get("containerPort"))
+        for entry in (sidecar or {}).get("ports") or []:
+            if isinstance(entry, Mapping) and entry.get("name") == METRICS_PORT_NAME:
+                value = entry.get("containerPort")
+                port = value if isinstance(value, int) else None
         pod_status = body.get("status") or {}
         statuses = [
             *(pod_status.get("initContainerStatuses") or []),
             *(pod_status.get("containerStatuses") or []),
         ]
-        ready = any(s.get("name") == "kafka-sidecar" and s.get("ready") for s in statuses)
+        ready = any(s.get("name") == SIDECAR_NAME and s.get("ready") for s in statuses)
         return cls(
             namespace=metadata.get("namespace", ""),
             name=metadata.get("name", ""),
             labels=metadata.get("labels") or {},
             opted_in=str(annotations.get(INJECT_ANNOTATION, "")).strip().lower() == "true",
-            status=status if isinstance(status, dict) else {},
+            status=StatusRecord.of(body) or StatusRecord(),
             ip=pod_status.get("podIP"),
             metrics_port=port,
             sidecar_ready=ready,
             running=pod_status.get("phase") == "Running",
+            has_sidecar=sidecar is not None,
+            host_network=bool(spec.get("hostNetwork")),
         )
 
     @property
     def injected(self) -> bool:
-        return self.status.get("decision") == "injected"
+        """Recorded as injected by the webhook and carrying the sidecar: both, never one."""
+        return self.status.injected and self.has_sidecar
+
+    def scrapable_for(self, policy_key: str) -> bool:
+        """A pod whose sidecar the fallback scrape may call: one the operator injected for this
+        policy, running, and never on the node's network (its address would be the node's)."""
+        return (
+            self.injected
+            and self.status.policy == policy_key
+            and self.running
+            and not self.host_network
+        )
 
 
 @dataclass(frozen=True)
@@ -98,13 +110,13 @@ def count(policy: Policy, policies: Iterable[Policy], pods: Iterable[PodView]) -
         matched += 1
         if pod.injected:
             injected += 1
-        bucket = pod.status.get("bucket")
+        bucket = pod.status.bucket
         if bucket is None and not pod.injected:
             pending += 1  # created before the policy could decide
         elif (
-            isinstance(bucket, (int, float))
+            bucket is not None
             and policy.injecting
-            and (selected(float(bucket), policy.percentage) != pod.injected)
+            and (selected(bucket, policy.percentage) != pod.injected)
         ):
             pending += 1
     return Counts(matched, injected, pending, tuple(sorted(overlapping)))
@@ -226,3 +238,60 @@ def build_status(
         "alertState": alert_state,
         "conditions": conditions,
     }
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """An Event to post on the policy."""
+
+    type: str
+    reason: str
+    message: str
+
+
+def alert_events(
+    policy: Policy, previous: str, current: str, ratio: float | None
+) -> list[EventSpec]:
+    """A Warning when the fallback alert starts firing, a Normal Event when it clears."""
+    shown = "-" if ratio is None else f"{ratio:.1%}"
+    if current == "Firing" and previous != "Firing":
+        return [
+            EventSpec(
+                "Warning",
+                "FallbackAlert",
+                f"{shown} of events went around the sidecar over {policy.alert_window} (more "
+                f"than {policy.alert_max_ratio:.1%} for {policy.alert_sustained_for})"
+                + ("; injection paused" if policy.auto_pause else ""),
+            )
+        ]
+    if previous == "Firing" and current != "Firing":
+        return [EventSpec("Normal", "FallbackRecovered", f"fallback ratio back to {shown}")]
+    return []
+
+
+def transition_events(
+    previous: Iterable[Mapping[str, Any]], current: Iterable[Mapping[str, Any]]
+) -> list[EventSpec]:
+    """An Event for every condition whose status flipped (FallbackAlert has its own, above)."""
+    before = {c.get("type"): c.get("status") for c in previous}
+    found = []
+    for entry in current:
+        kind = entry["type"]
+        if kind == "FallbackAlert" or before.get(kind) == entry["status"]:
+            continue
+        if kind in before or entry["status"] == "True":
+            found.append(EventSpec("Normal", entry["reason"], f"{kind}: {entry['message']}"))
+    return found
+
+
+def status_changed(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Avoid a write per second when nothing but timestamps would change."""
+
+    def strip(status: Mapping[str, Any]) -> Any:
+        conditions = [
+            {k: v for k, v in c.items() if k != "lastTransitionTime"}
+            for c in status.get("conditions") or []
+        ]
+        return {**{k: v for k, v in status.items() if k != "conditions"}, "conditions": conditions}
+
+    return bool(strip(old) != strip(new))

@@ -42,7 +42,8 @@ class OperatorConfig:
     """``KAFKA_SIDECAR_OPERATOR_METRICS_PORT``: /metrics and /healthz; 0 turns it off."""
 
     health_port: int = 8081
-    """``KAFKA_SIDECAR_OPERATOR_HEALTH_PORT``: kopf's liveness endpoint /healthz; 0 turns it off."""
+    """``KAFKA_SIDECAR_OPERATOR_HEALTH_PORT``: /healthz (alive) and /readyz (every policy listed);
+    0 turns it off."""
 
     fallback_interval: float = 15.0
     """``KAFKA_SIDECAR_OPERATOR_FALLBACK_INTERVAL``: seconds between fallback scrapes per policy."""

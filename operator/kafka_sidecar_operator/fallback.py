@@ -57,6 +57,21 @@ class FallbackTracker:
     above_since: float | None = None
     state: AlertState = "Ok"
     ratio: float | None = None
+    resumed: bool = False
+
+    @classmethod
+    def resume(cls, state: object, now: float, sustained_for: float) -> FallbackTracker:
+        """A tracker that continues the alert state written in the policy's status (by this
+        replica before a restart, or by another one before a leader change).
+
+        The state holds until a full interval has been measured again: a restart alone must not
+        clear an alert, nor lift the auto-pause it holds.
+        """
+        if state == "Firing":
+            return cls(above_since=now - sustained_for, state="Firing", resumed=True)
+        if state == "Pending":
+            return cls(above_since=now, state="Pending", resumed=True)
+        return cls()
 
     def observe(
         self,
@@ -72,6 +87,9 @@ class FallbackTracker:
             self.history.popleft()
         oldest = self.history[0][1]
         self.ratio = window_ratio(oldest, current)
+        if self.resumed and len(self.history) < 2:
+            self.ratio = None  # nothing measured since the resume yet
+            return self.state
         if self.ratio is not None and self.ratio > max_ratio:
             if self.above_since is None:
                 self.above_since = now

@@ -26,7 +26,9 @@ from kafka_sidecar_operator.names import (
     TOKEN_DIR,
 )
 from kafka_sidecar_operator.overrides import InvalidOverride, read_overrides
+from kafka_sidecar_operator.pod_record import sidecar_of
 from kafka_sidecar_operator.policies import Policy, matching
+from kafka_sidecar_operator.quantities import resource_problem
 from kafka_sidecar_operator.rollout import bucket, identity_for, selected
 
 Reason = Literal[
@@ -40,6 +42,7 @@ Reason = Literal[
     "policy-paused",
     "invalid-override",
     "outside-rollout",
+    "malformed-pod",
 ]
 FLUSH_MARGIN_SECONDS = 5
 DEFAULT_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
@@ -69,21 +72,35 @@ class Decision:
         }
 
 
-def recorded_bucket(annotations: Mapping[str, str]) -> float | None:
-    """A bucket an earlier pass recorded: a reinvocation must reach the same answer."""
-    try:
-        value = json.loads(annotations.get(STATUS_ANNOTATION, "{}")).get("bucket")
-    except (ValueError, AttributeError):
-        return None
-    return float(value) if isinstance(value, (int, float)) else None
+def malformed(pod: Mapping[str, Any]) -> str | None:
+    """Why the pod cannot take the sidecar as it stands, or None.
 
-
-def has_sidecar(pod: Mapping[str, Any]) -> bool:
-    spec = pod.get("spec") or {}
-    return any(
-        c.get("name") == SIDECAR_NAME
-        for c in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
-    )
+    The API server validates a pod only after the webhook: ``containers: null`` and the like
+    reach us first. A volume already named like ours would be mounted into the sidecar, so it is
+    the pod author's to rename.
+    """
+    spec = pod.get("spec")
+    if not isinstance(spec, Mapping):
+        return "the pod has no spec"
+    for key in ("containers", "initContainers", "volumes"):
+        entries = spec.get(key)
+        if entries is not None and not (
+            isinstance(entries, list) and all(isinstance(e, Mapping) for e in entries)
+        ):
+            return f"spec.{key} is not a list of objects"
+    if not spec.get("containers"):
+        return "spec.containers is empty"
+    for container in [*(spec.get("initContainers") or []), *spec["containers"]]:
+        for key in ("env", "volumeMounts"):
+            entries = container.get(key)
+            if entries is not None and not (
+                isinstance(entries, list) and all(isinstance(e, Mapping) for e in entries)
+            ):
+                return f"{key} of container {container.get('name')!r} is not a list of objects"
+    taken = {v.get("name") for v in spec.get("volumes") or []} & {SOCKET_VOLUME, NO_TOKEN_VOLUME}
+    if taken:
+        return f"the pod already defines volume {sorted(taken)[0]}, a name the sidecar uses"
+    return None
 
 
 def decide(
@@ -115,8 +132,11 @@ def decide(
             "host-network",
             "hostNetwork pods share the node's network; the sidecar is not injected",
         )
-    if has_sidecar(pod):
+    if sidecar_of(pod) is not None:
         return Decision(False, "already-injected", f"the pod already has {SIDECAR_NAME}")
+    problem = malformed(pod)
+    if problem is not None:
+        return Decision(False, "malformed-pod", problem)
     candidates = matching(policies, namespace, metadata.get("labels") or {})
     if not candidates:
         return Decision(False, "no-policy", f"no KafkaSidecarPolicy in {namespace} selects the pod")
@@ -131,9 +151,11 @@ def decide(
         overrides = read_overrides(annotations)
     except InvalidOverride as error:
         return Decision(False, "invalid-override", str(error), policy, overlapping=overlapping)
-    value = recorded_bucket(annotations)
-    if value is None:
-        value = bucket(policy.key, identity_for(pod, policy.granularity, request_uid))
+    problem = resource_problem(sidecar_resources(policy, overrides))
+    if problem is not None:
+        return Decision(False, "invalid-override", problem, policy, overlapping=overlapping)
+    # Never a bucket the pod brings along: its status annotation is its author's to write.
+    value = bucket(policy.key, identity_for(pod, policy.granularity, request_uid))
     if not selected(value, policy.percentage):
         return Decision(
             False,
@@ -178,23 +200,25 @@ def inject(pod: Mapping[str, Any], decision: Decision, default_image: str) -> In
     )
     native = (overrides.get("native") or str(sidecar_spec.get("native", True)).lower()) == "true"
 
-    volumes = spec.setdefault("volumes", [])
+    for key in ("volumes", "containers", *(["initContainers"] if native else [])):
+        spec[key] = list(spec.get(key) or [])
+    volumes = spec["volumes"]
     for name in (SOCKET_VOLUME, NO_TOKEN_VOLUME):
         if not any(v.get("name") == name for v in volumes):
             volumes.append({"name": name, "emptyDir": {}})
 
     container = sidecar_container(decision.policy, overrides, image, metrics_port, grace, native)
     if native:
-        spec.setdefault("initContainers", []).insert(0, container)
+        spec["initContainers"].insert(0, container)
     else:
-        spec.setdefault("containers", []).append(container)
+        spec["containers"].append(container)
 
     fallback = overrides.get("fallback", "direct")
     conflicts: list[str] = []
     for app in spec.get("containers", []):
         if app.get("name") == SIDECAR_NAME:
             continue
-        env = app.setdefault("env", [])
+        env = app["env"] = list(app.get("env") or [])
         present = {e.get("name"): e for e in env}
         for name, value in {**APP_ENV, "KAFKA_SIDECAR_FALLBACK": fallback}.items():
             if name in present:
@@ -202,14 +226,15 @@ def inject(pod: Mapping[str, Any], decision: Decision, default_image: str) -> In
                     conflicts.append(f"{app.get('name')}:{name}")
                 continue
             env.append({"name": name, "value": value})
-        mounts = app.setdefault("volumeMounts", [])
+        mounts = app["volumeMounts"] = list(app.get("volumeMounts") or [])
         if not any(
             m.get("name") == SOCKET_VOLUME or m.get("mountPath") == SOCKET_DIR for m in mounts
         ):
             mounts.append({"name": SOCKET_VOLUME, "mountPath": SOCKET_DIR})
 
     warnings = []
-    termination = spec.get("terminationGracePeriodSeconds", 30)
+    termination = spec.get("terminationGracePeriodSeconds")
+    termination = termination if isinstance(termination, int) else 30
     if termination < grace + FLUSH_MARGIN_SECONDS:
         warnings.append(
             f"terminationGracePeriodSeconds={termination} is too short for the Kafka sidecar to "
@@ -226,11 +251,24 @@ def inject(pod: Mapping[str, Any], decision: Decision, default_image: str) -> In
     status = decision.status(image)
     if conflicts:
         status["envConflicts"] = conflicts
-    metadata = result.setdefault("metadata", {})
-    metadata.setdefault("annotations", {})[STATUS_ANNOTATION] = json.dumps(status, sort_keys=True)
     # A label, unlike the annotation, can select the injected pods (PodMonitor, kubectl -l).
-    metadata.setdefault("labels", {})[INJECTED_LABEL] = "true"
+    _record(result, status, injected=True)
     return Injected(result, tuple(warnings), tuple(conflicts))
+
+
+def _record(pod: dict[str, Any], status: Mapping[str, Any], injected: bool) -> None:
+    """Write our status annotation and injected label, over whatever the pod author put there."""
+    metadata = pod["metadata"] = dict(pod.get("metadata") or {})
+    metadata["annotations"] = {
+        **(metadata.get("annotations") or {}),
+        STATUS_ANNOTATION: json.dumps(status, sort_keys=True),
+    }
+    labels = dict(metadata.get("labels") or {})
+    labels.pop(INJECTED_LABEL, None)
+    if injected:
+        labels[INJECTED_LABEL] = "true"
+    if labels or "labels" in metadata:
+        metadata["labels"] = labels
 
 
 def sidecar_container(
@@ -267,16 +305,7 @@ def sidecar_container(
             }
         )
 
-    resources = copy.deepcopy(sidecar.get("resources") or DEFAULT_RESOURCES)
-    for field_name, (section, resource) in {
-        "cpu-request": ("requests", "cpu"),
-        "cpu-limit": ("limits", "cpu"),
-        "memory-request": ("requests", "memory"),
-        "memory-limit": ("limits", "memory"),
-    }.items():
-        if field_name in overrides:
-            resources.setdefault(section, {})[resource] = overrides[field_name]
-
+    resources = sidecar_resources(policy, overrides)
     probe = {"httpGet": {"path": "/healthz", "port": METRICS_PORT_NAME}}
     container: dict[str, Any] = {
         "name": SIDECAR_NAME,
@@ -312,18 +341,33 @@ def sidecar_container(
     return container
 
 
+def sidecar_resources(policy: Policy, overrides: Mapping[str, str]) -> dict[str, Any]:
+    """The policy's resources (or the defaults) with the pod's override annotations on top."""
+    resources: dict[str, Any] = copy.deepcopy(
+        dict(policy.sidecar.get("resources") or DEFAULT_RESOURCES)
+    )
+    for field_name, (section, resource) in {
+        "cpu-request": ("requests", "cpu"),
+        "cpu-limit": ("limits", "cpu"),
+        "memory-request": ("requests", "memory"),
+        "memory-limit": ("limits", "memory"),
+    }.items():
+        if field_name in overrides:
+            resources.setdefault(section, {})[resource] = overrides[field_name]
+    return resources
+
+
 def producer_env(prop: str) -> str:
     """librdkafka property → the sidecar's ``KAFKA_PRODUCER_*`` variable."""
     return "KAFKA_PRODUCER_" + prop.upper().replace(".", "_")
 
 
-def skip_status(pod: Mapping[str, Any], decision: Decision) -> dict[str, Any] | None:
-    """The pod with only its status annotation added (skips), or None when nothing changes."""
-    if decision.reason == "already-injected":
-        return None
+def skip_status(pod: Mapping[str, Any], decision: Decision) -> dict[str, Any]:
+    """The pod with our status record written and any injected label it brought removed.
+
+    Also for ``already-injected``: the webhook runs once per pod (no reinvocation), so a sidecar
+    already there is the author's, and a record or label they wrote must not count it as ours.
+    """
     result: dict[str, Any] = copy.deepcopy(dict(pod))
-    metadata = result.setdefault("metadata", {})
-    metadata.setdefault("annotations", {})[STATUS_ANNOTATION] = json.dumps(
-        decision.status(None), sort_keys=True
-    )
+    _record(result, decision.status(None), injected=False)
     return result

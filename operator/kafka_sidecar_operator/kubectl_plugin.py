@@ -6,7 +6,6 @@ Installed as the console script ``kubectl-kafka_sidecar``, which kubectl finds o
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -20,10 +19,9 @@ from kafka_sidecar_operator.names import (
     NAMESPACE_LABEL,
     NAMESPACE_LABEL_VALUE,
     PLURAL,
-    SIDECAR_NAME,
-    STATUS_ANNOTATION,
     VERSION,
 )
+from kafka_sidecar_operator.pod_record import StatusRecord
 from kafka_sidecar_operator.policies import Policy, matching
 from kafka_sidecar_operator.rollout import bucket, identity_for, selected
 
@@ -85,10 +83,7 @@ def status_table(api: k8s.ApiClient, namespace: str | None) -> str:
         in_fallback = sum(
             1
             for p in pods
-            if p.injected
-            and p.status.get("policy") == policy.key
-            and p.running
-            and not p.sidecar_ready
+            if p.injected and p.status.policy == policy.key and p.running and not p.sidecar_ready
         )
         rows.append(
             (
@@ -118,12 +113,10 @@ def explain_pod(api: k8s.ApiClient, namespace: str, name: str) -> str:
     metadata = pod.get("metadata", {})
     annotations = metadata.get("annotations") or {}
     lines = [f"Pod {namespace}/{name}"]
-    raw = annotations.get(STATUS_ANNOTATION)
-    if raw:
-        record = json.loads(raw)
+    record = StatusRecord.of(pod)
+    if record is not None:
         lines.append(
-            f"  Decision:    {record.get('decision')} (reason: {record.get('reason')}) - "
-            f"{record.get('message')}"
+            f"  Decision:    {record.decision} (reason: {record.reason}) - {record.message}"
         )
     else:
         lines.append(
@@ -148,7 +141,7 @@ def explain_pod(api: k8s.ApiClient, namespace: str, name: str) -> str:
                 f"               {policy.key}: also selects it (the oldest policy applies)"
             )
             continue
-        recorded = json.loads(raw or "{}").get("bucket")
+        recorded = record.bucket if record is not None else None
         value = (
             recorded
             if recorded is not None
@@ -161,13 +154,7 @@ def explain_pod(api: k8s.ApiClient, namespace: str, name: str) -> str:
             f"{policy.granularity}; bucket {float(value):.2f} -> {verdict}"
         )
     view = PodView.from_body(pod)
-    has = any(
-        c.get("name") == SIDECAR_NAME
-        for c in [
-            *(pod["spec"].get("initContainers") or []),
-            *(pod["spec"].get("containers") or []),
-        ]
-    )
+    has = view.has_sidecar
     lines.append(
         f"  Sidecar:     {'present' if has else 'absent'}"
         + (f", ready: {view.sidecar_ready}" if has else "")

@@ -6,7 +6,7 @@ Pure functions over plain dicts (the bodies kopf and the API server give us).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kafka_sidecar_operator.rollout import Granularity
@@ -31,6 +31,8 @@ class Policy:
     alerting: bool = False
     generation: int = 0
     uid: str = ""
+    status: Mapping[str, Any] = field(default_factory=dict)
+    """The status last written (conditions keep their transition times; alert state restored)."""
 
     @property
     def key(self) -> str:
@@ -65,6 +67,7 @@ class Policy:
             alerting=status.get("alertState") == "Firing",
             generation=int(metadata.get("generation", 0)),
             uid=metadata.get("uid", ""),
+            status=status if isinstance(status, Mapping) else {},
         )
 
 

@@ -5,9 +5,10 @@ Owned by the policy (ownerReference), so deleting the policy deletes the rule.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
+from kafka_sidecar_operator.names import GROUP as POLICY_GROUP
+from kafka_sidecar_operator.names import VERSION as POLICY_VERSION
 from kafka_sidecar_operator.policies import Policy
 
 GROUP, VERSION, PLURAL = "monitoring.coreos.com", "v1", "prometheusrules"
@@ -17,7 +18,7 @@ def rule_name(policy: Policy) -> str:
     return f"kafka-sidecar-{policy.name}"[:253]
 
 
-def prometheus_rule(policy: Policy, body: Mapping[str, Any]) -> dict[str, Any]:
+def prometheus_rule(policy: Policy) -> dict[str, Any]:
     """The rule: fallback events / attempts over the window, above maxRatio for sustainedFor."""
     selector = f'namespace="{policy.namespace}"'
     window = policy.alert_window
@@ -26,7 +27,6 @@ def prometheus_rule(policy: Policy, body: Mapping[str, Any]) -> dict[str, Any]:
         f" / clamp_min(sum(increase(kafka_sidecar_client_events_total"
         f'{{{selector},outcome="attempts"}}[{window}])), 1) > {policy.alert_max_ratio}'
     )
-    metadata = body.get("metadata", {})
     summary = f"Apps under {policy.key} produce around their Kafka sidecar"
     description = (
         f"More than {policy.alert_max_ratio:.1%} of events went through the direct fallback "
@@ -40,10 +40,10 @@ def prometheus_rule(policy: Policy, body: Mapping[str, Any]) -> dict[str, Any]:
         "annotations": {"summary": summary, "description": description},
     }
     owner = {
-        "apiVersion": body.get("apiVersion", "kafka-sidecar.io/v1alpha1"),
+        "apiVersion": f"{POLICY_GROUP}/{POLICY_VERSION}",
         "kind": "KafkaSidecarPolicy",
-        "name": metadata.get("name"),
-        "uid": metadata.get("uid"),
+        "name": policy.name,
+        "uid": policy.uid,
         "controller": True,
         "blockOwnerDeletion": True,
     }

@@ -57,9 +57,12 @@ def webhook_configuration(
                 # Pod creation must never depend on the operator: if it is down, pods start as they
                 # are (the status annotation is then missing, which `explain` reports).
                 "failurePolicy": "Ignore",
-                "sideEffects": "None",
+                # Events for skipped pods, never on a dry run.
+                "sideEffects": "NoneOnDryRun",
                 "timeoutSeconds": TIMEOUT_SECONDS,
-                "reinvocationPolicy": "IfNeeded",
+                # Called once per pod: whatever of ours a pod already carries (status record,
+                # injected label, a sidecar container) its author wrote, and is not trusted.
+                "reinvocationPolicy": "Never",
                 "matchPolicy": "Equivalent",
                 "admissionReviewVersions": ["v1"],
             }

@@ -129,24 +129,86 @@ def test_injection_adds_a_hardened_native_sidecar_first_and_wires_every_app_cont
     assert 0 <= status["bucket"] < 100
 
 
-def test_running_the_webhook_on_its_own_output_changes_nothing() -> None:
-    first = inject(pod(), decide(pod(), "ns", [policy()], NEVER), "img").pod
-    again = decide(first, "ns", [policy()], NEVER)
+def test_a_pod_bringing_its_own_sidecar_and_record_is_not_counted_as_injected() -> None:
+    copied = inject(pod(), decide(pod(), "ns", [policy()], NEVER), "img").pod
+    again = decide(copied, "ns", [policy()], NEVER)
     assert again.reason == "already-injected"
-    assert skip_status(first, again) is None
+    recorded = skip_status(copied, again)
+    assert recorded["spec"] == copied["spec"]  # the containers are left as they came
+    status = json.loads(recorded["metadata"]["annotations"]["kafka-sidecar.io/status"])
+    assert status["decision"] == "skipped"
+    assert "kafka-sidecar.io/injected" not in recorded["metadata"]["labels"]
 
 
-def test_a_reinvocation_keeps_the_recorded_rollout_answer() -> None:
+def test_a_bucket_the_pod_brings_along_is_ignored() -> None:
     unnamed = pod()
     del unnamed["metadata"]["name"]
-    none = [policy(rollout={"percentage": 0, "granularity": "pod"})]
-    first = decide(unnamed, "ns", none, NEVER, request_uid="aaaa")
-    assert first.reason == "outside-rollout"
-    recorded = skip_status(unnamed, first)
-    assert recorded is not None
-    # A fresh request uid would hash elsewhere; the recorded bucket wins.
-    assert decide(unnamed, "ns", none, NEVER, request_uid="bbbb").bucket != first.bucket
-    assert decide(recorded, "ns", none, NEVER, request_uid="bbbb").bucket == first.bucket
+    ten = [policy(rollout={"percentage": 10, "granularity": "pod"})]
+    uid = next(
+        u
+        for u in (f"u{n}" for n in range(100))
+        if not decide(unnamed, "ns", ten, NEVER, request_uid=u).inject
+    )
+    forged = {"decision": "injected", "bucket": 0.5, "policy": "ns/p"}
+    unnamed["metadata"]["annotations"]["kafka-sidecar.io/status"] = json.dumps(forged)
+    decision = decide(unnamed, "ns", ten, NEVER, request_uid=uid)
+    assert decision.reason == "outside-rollout"
+    assert decision.bucket != 0.5
+
+
+@pytest.mark.parametrize(
+    ("spec", "why"),
+    [
+        ({"containers": None}, "spec.containers is empty"),
+        ({"containers": []}, "spec.containers is empty"),
+        ({"containers": "app"}, "spec.containers is not a list of objects"),
+        ({"containers": [{"name": "app", "env": None}], "volumes": [1]}, "spec.volumes"),
+        ({"containers": [{"name": "app", "env": {"A": "1"}}]}, "env of container 'app'"),
+        (
+            {
+                "containers": [{"name": "app"}],
+                "volumes": [{"name": "kafka-sidecar-socket", "hostPath": {"path": "/"}}],
+            },
+            "already defines volume kafka-sidecar-socket",
+        ),
+    ],
+)
+def test_malformed_pods_are_skipped_with_a_reason(spec: dict[str, Any], why: str) -> None:
+    odd = pod()
+    odd["spec"] = spec
+    decision = decide(odd, "ns", [policy()], NEVER)
+    assert decision.reason == "malformed-pod"
+    assert why in decision.message
+
+
+def test_null_lists_inside_a_valid_pod_are_filled_in_not_crashed_on() -> None:
+    sparse = pod(containers=[{"name": "app", "env": None, "volumeMounts": None}])
+    sparse["spec"]["initContainers"] = None
+    sparse["spec"]["volumes"] = None
+    result = inject(sparse, decide(sparse, "ns", [policy()], NEVER), "img")
+    assert result.pod["spec"]["initContainers"][0]["name"] == "kafka-sidecar"
+
+
+@pytest.mark.parametrize(
+    ("annotations", "resources", "why"),
+    [
+        ({"kafka-sidecar.io/memory-request": "1Gi"}, None, "memory request 1Gi would exceed"),
+        (
+            {"kafka-sidecar.io/cpu-request": "2"},
+            {"limits": {"cpu": "500m"}},
+            "cpu request 2 would exceed its limit 500m",
+        ),
+        ({}, {"requests": {"cpu": "lots"}}, "resources.requests.cpu='lots' is not a quantity"),
+    ],
+)
+def test_overrides_that_would_make_the_api_server_refuse_the_pod_are_skipped(
+    annotations: dict[str, str], resources: dict[str, Any] | None, why: str
+) -> None:
+    sidecar = {"bootstrapServers": "k:1", **({"resources": resources} if resources else {})}
+    odd = pod({"kafka-sidecar.io/inject": "true", **annotations})
+    decision = decide(odd, "ns", [policy(sidecar=sidecar)], NEVER)
+    assert decision.reason == "invalid-override"
+    assert why in decision.message
 
 
 def test_existing_env_var_is_kept_and_the_conflict_recorded() -> None:

@@ -92,7 +92,11 @@ def view(
                 "kafka-sidecar.io/inject": "true",
                 "kafka-sidecar.io/status": json.dumps(status),
             },
-        }
+        },
+        "spec": {
+            "containers": [{"name": "app"}],
+            "initContainers": [{"name": "kafka-sidecar"}] if injected else [],
+        },
     }
     return PodView.from_body(body)
 

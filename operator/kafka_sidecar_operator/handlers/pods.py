@@ -14,6 +14,7 @@ from kafka_sidecar_operator.events import post_in_background
 from kafka_sidecar_operator.injection import decide, inject, skip_status
 from kafka_sidecar_operator.metrics import INJECTIONS, WEBHOOK_LATENCY
 from kafka_sidecar_operator.names import INJECT_ANNOTATION, STATUS_ANNOTATION
+from kafka_sidecar_operator.policy_view import PolicyView
 from kafka_sidecar_operator.webhook import HANDLER_ID
 
 
@@ -28,12 +29,12 @@ def pods_by_namespace(
     return {namespace or "": PodView.from_body(body)}
 
 
-@kopf.on.mutate("pods", id=HANDLER_ID, operations=["CREATE"], ignore_failures=True)  # type: ignore[arg-type]
+@kopf.on.mutate("pods", id=HANDLER_ID, operations=["CREATE"], ignore_failures=True)
 async def inject_sidecar(
     body: kopf.Body,
     patch: kopf.Patch,
     warnings: list[str],
-    policies_by_namespace: kopf.Index[str, Any],
+    dryrun: bool,
     logger: kopf.Logger,
     memo: kopf.Memo,
     **_: Any,
@@ -45,19 +46,25 @@ async def inject_sidecar(
     """
     started = time.perf_counter()
     config: OperatorConfig = memo.config
+    view: PolicyView = memo.view
     pod = dict(body)
     namespace = body.get("metadata", {}).get("namespace") or ""
+    if not view.complete:
+        # Deciding now could say no-policy for a pod a policy selects: admit it unchanged, as
+        # when the operator is down (readiness keeps a Service from sending us this).
+        INJECTIONS.labels("error", "not-ready").inc()
+        return
     try:
         decision = decide(
             pod,
             namespace,
-            policies_by_namespace.get(namespace, []),
+            view.in_namespace(namespace),
             config.never_injected,
             request_uid=uuid.uuid4().hex[:12],
         )
         if decision.inject:
             result = inject(pod, decision, config.default_image)
-            mutated: dict[str, Any] | None = result.pod
+            mutated = result.pod
             warnings.extend(result.warnings)
             logger.info("Injected sidecar into Pod %s/%s", namespace, _name(pod))
         else:
@@ -70,15 +77,15 @@ async def inject_sidecar(
                     decision.message,
                 )
                 warnings.append(f"kafka-sidecar not injected: {decision.message}")
-                _event_for(memo.api, pod, namespace, decision.message)
+                if not dryrun:  # a dry run has no side effects
+                    _event_for(memo.api, pod, namespace, decision.message)
     except Exception:
         logger.exception(
             "Admitted Pod %s/%s unchanged after an internal error", namespace, _name(pod)
         )
         INJECTIONS.labels("error", "internal-error").inc()
         return
-    if mutated is not None:
-        patch.fns.append(lambda target: _replace(target, mutated))
+    patch.fns.append(lambda target: _replace(target, mutated))
     INJECTIONS.labels("injected" if decision.inject else "skipped", decision.reason).inc()
     WEBHOOK_LATENCY.observe(time.perf_counter() - started)
 

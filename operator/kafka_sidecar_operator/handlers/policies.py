@@ -1,73 +1,140 @@
-"""KafkaSidecarPolicy: the in-memory index the webhook decides with, and status reconciliation."""
+"""KafkaSidecarPolicy status: a loop on the leading replica over the policy view and pod index.
+
+Not a kopf timer: kopf puts a finalizer on every object a timer runs for, so deleting a policy
+(or its namespace) would hang whenever the operator is absent. The loop asks kopf's peering
+question itself (``leadership.leading``), so one replica at a time writes status. Every decision
+is a pure function (``conditions``, ``fallback``); this module reads, calls and writes.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import datetime
+import logging
 import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-import kopf
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from kafka_sidecar_operator.conditions import PodView, build_status, count
-from kafka_sidecar_operator.config import OperatorConfig
-from kafka_sidecar_operator.fallback import (
-    FallbackTracker,
-    PodSample,
-    client_totals,
-    parse_duration,
+from kafka_sidecar_operator.conditions import (
+    EventSpec,
+    PodView,
+    alert_events,
+    build_status,
+    count,
+    status_changed,
+    transition_events,
 )
-from kafka_sidecar_operator.metrics import FALLBACK_SCRAPES, RECONCILES
+from kafka_sidecar_operator.config import OperatorConfig
+from kafka_sidecar_operator.events import post_in_background
+from kafka_sidecar_operator.fallback import FallbackTracker, parse_duration
+from kafka_sidecar_operator.leadership import leading
+from kafka_sidecar_operator.metrics import RECONCILES
 from kafka_sidecar_operator.names import GROUP, PLURAL, VERSION
 from kafka_sidecar_operator.policies import Policy
+from kafka_sidecar_operator.policy_view import PolicyView
 from kafka_sidecar_operator.prometheus_rules import GROUP as RULE_GROUP
 from kafka_sidecar_operator.prometheus_rules import PLURAL as RULE_PLURAL
 from kafka_sidecar_operator.prometheus_rules import VERSION as RULE_VERSION
 from kafka_sidecar_operator.prometheus_rules import prometheus_rule, rule_name
+from kafka_sidecar_operator.scraping import Scraper
 
-SCRAPE_TIMEOUT = aiohttp.ClientTimeout(total=2)
+log = logging.getLogger(__name__)
+INTERVAL_SECONDS = 1.0
+LEADERSHIP_CHECK_SECONDS = 2.0
+RULE_ABSENT_RETRY_SECONDS = 300.0  # no PrometheusRule CRD: it may be installed later
+RULE_ERROR_RETRY_SECONDS = 60.0
 
 
-@kopf.index(GROUP, VERSION, PLURAL)
-def policies_by_namespace(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str, Policy]:
-    return {namespace or "": Policy.from_body(body)}
+@dataclass
+class RuleState:
+    """The policies' PrometheusRules: written once per generation, in the background."""
+
+    applied: dict[str, int] = field(default_factory=dict)
+    retry_at: dict[str, float] = field(default_factory=dict)
+    in_flight: set[asyncio.Task[None]] = field(default_factory=set)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, id="status", interval=1.0, initial_delay=0.5)  # type: ignore[arg-type]
-async def reconcile_status(
-    body: kopf.Body,
-    patch: kopf.Patch,
-    memo: kopf.Memo,
-    policies_by_namespace: kopf.Index[str, Policy],
-    pods_by_namespace: kopf.Index[str, PodView],
-    **_: Any,
-) -> None:
-    """Recompute status from the indexes; scrape the sidecars for the fallback alert.
+@dataclass
+class ReconcileState:
+    """What outlives one round, per policy key."""
 
-    Runs every second but scrapes only every ``fallback_interval``; everything it needs is in
-    memory, so an operator restart recomputes the same status from the same pods.
-    """
-    config: OperatorConfig = memo.config
-    policy = Policy.from_body(body)
-    namespace = policy.namespace
-    pods = list(pods_by_namespace.get(namespace, []))
-    trackers: dict[str, FallbackTracker] = memo.setdefault("trackers", {})
-    tracker = trackers.setdefault(policy.uid or policy.key, FallbackTracker())
-    now = time.monotonic()
-    last_scrape: dict[str, float] = memo.setdefault("last_scrape", {})
-    try:
-        counts = count(policy, policies_by_namespace.get(namespace, []), pods)
-        if now - last_scrape.get(policy.key, 0.0) >= config.fallback_interval:
-            last_scrape[policy.key] = now
-            # A pod that is not running produces nothing: it is neither healthy nor in fallback.
-            injected = [
-                p for p in pods if p.injected and p.running and p.status.get("policy") == policy.key
-            ]
-            found = await asyncio.gather(*(scrape(p) for p in injected))
-            samples = [s for s in found if s is not None]
-            previous_state = tracker.state
+    trackers: dict[str, FallbackTracker] = field(default_factory=dict)
+    last_scrape: dict[str, float] = field(default_factory=dict)
+    written: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    rules: RuleState = field(default_factory=RuleState)
+
+    def forget_all_but(self, keys: set[str]) -> None:
+        tables: tuple[dict[str, Any], ...] = (
+            self.trackers,
+            self.last_scrape,
+            self.written,
+            self.rules.applied,
+            self.rules.retry_at,
+        )
+        for table in tables:
+            for key in [k for k in table if k not in keys]:
+                del table[key]
+
+
+@dataclass
+class Reconciler:
+    """Writes every policy's status each second while this replica leads."""
+
+    config: OperatorConfig
+    api: k8s.ApiClient
+    view: PolicyView
+    pods: Mapping[str, Iterable[PodView]]
+    identity: str
+    priority: int
+    scraper: Scraper = field(default_factory=Scraper)
+    state: ReconcileState = field(default_factory=ReconcileState)
+    _leading: bool = False
+    _leadership_checked: float = float("-inf")
+
+    async def run_forever(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                if self.view.complete and await self.leads():
+                    await self.round()
+            except Exception:
+                log.exception("Policy status round failed; retrying")
+            await asyncio.sleep(max(0.1, INTERVAL_SECONDS - (time.monotonic() - started)))
+
+    async def round(self) -> None:
+        policies = self.view.all()
+        self.state.forget_all_but({p.key for p in policies})
+        outcomes = await asyncio.gather(
+            *(self.reconcile(p) for p in policies), return_exceptions=True
+        )
+        for policy, outcome in zip(policies, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                RECONCILES.labels("error").inc()
+                log.warning("Could not reconcile KafkaSidecarPolicy %s: %s", policy.key, outcome)
+            else:
+                RECONCILES.labels("ok").inc()
+
+    async def reconcile(self, policy: Policy) -> None:
+        now = time.monotonic()
+        pods = list(self.pods.get(policy.namespace, []))
+        counts = count(policy, self.view.in_namespace(policy.namespace), pods)
+        tracker = self.state.trackers.get(policy.key)
+        if tracker is None:
+            tracker = self.state.trackers[policy.key] = FallbackTracker.resume(
+                policy.status.get("alertState"), now, parse_duration(policy.alert_sustained_for)
+            )
+        events: list[EventSpec] = []
+        if now - self.state.last_scrape.get(policy.key, float("-inf")) >= (
+            self.config.fallback_interval
+        ):
+            self.state.last_scrape[policy.key] = now
+            targets = [p for p in pods if p.scrapable_for(policy.key)]
+            samples = await self.scraper.scrape_all(targets)
+            before = tracker.state
             tracker.observe(
                 now,
                 samples,
@@ -75,123 +142,125 @@ async def reconcile_status(
                 policy.alert_max_ratio,
                 parse_duration(policy.alert_sustained_for),
             )
-            announce_alert(body, policy, previous_state, tracker)
-        previous = (body.get("status") or {}).get("conditions") or []
+            events += alert_events(policy, before, tracker.state, tracker.ratio)
+        current = self.state.written.get(policy.key) or policy.status
+        previous = current.get("conditions") or []
         status = build_status(policy, counts, tracker.ratio, tracker.state, previous)
-    except Exception:
-        RECONCILES.labels("error").inc()
-        raise
-    RECONCILES.labels("ok").inc()
-    await own_prometheus_rule(memo, policy, body)
-    announce_transitions(body, previous, status["conditions"])
-    if _changed(body.get("status") or {}, status):
-        patch.status.update(status)
-
-
-async def own_prometheus_rule(memo: kopf.Memo, policy: Policy, body: kopf.Body) -> None:
-    """Create or update the policy's PrometheusRule once per generation, if the CRD exists.
-
-    Without the CRD the attempt is repeated every few minutes (it may be installed later).
-    """
-    applied: dict[str, int] = memo.setdefault("rules_applied", {})
-    absent_until: float = memo.get("rules_absent_until", 0.0)
-    if applied.get(policy.key) == policy.generation or time.monotonic() < absent_until:
-        return
-    rule: Any = prometheus_rule(policy, body)
-    api = k8s.CustomObjectsApi(memo.api)
-
-    def apply() -> bool:
-        try:
-            api.create_namespaced_custom_object(
-                RULE_GROUP, RULE_VERSION, policy.namespace, RULE_PLURAL, rule
+        events += transition_events(previous, status["conditions"])
+        self.ensure_rule(policy)  # never waited for: status does not depend on it
+        if status_changed(current, status):
+            await asyncio.to_thread(self.write_status, policy, status)
+            self.state.written[policy.key] = status
+        for event in events:
+            post_in_background(
+                self.api, policy.namespace, policy_reference(policy), *event_fields(event)
             )
-        except ApiException as error:
-            if error.status == 404:
-                return False
-            if error.status != 409:
-                raise
-            api.patch_namespaced_custom_object(
-                RULE_GROUP,
-                RULE_VERSION,
-                policy.namespace,
-                RULE_PLURAL,
-                rule_name(policy),
-                {"spec": rule["spec"]},
+
+    def write_status(self, policy: Policy, status: dict[str, Any]) -> None:
+        k8s.CustomObjectsApi(self.api).patch_namespaced_custom_object_status(
+            GROUP, VERSION, policy.namespace, PLURAL, policy.name, {"status": status}
+        )
+
+    async def leads(self) -> bool:
+        """Whether this replica writes status: always when standalone, else by kopf's rule."""
+        if not self.config.peering:
+            return True
+        now = time.monotonic()
+        if now - self._leadership_checked >= LEADERSHIP_CHECK_SECONDS:
+            self._leadership_checked = now
+            peers = await asyncio.to_thread(self.read_peers)
+            now_leading = leading(
+                peers, self.identity, self.priority, datetime.datetime.now(datetime.UTC)
             )
-        return True
+            if now_leading and not self._leading:
+                # Another replica wrote status meanwhile: resume from what it wrote.
+                self.state.trackers.clear()
+                self.state.written.clear()
+            self._leading = now_leading
+        return self._leading
 
-    if await asyncio.get_running_loop().run_in_executor(None, apply):
-        applied[policy.key] = policy.generation
-    else:
-        memo.rules_absent_until = time.monotonic() + 300
+    def read_peers(self) -> Mapping[str, Any]:
+        custom = k8s.CustomObjectsApi(self.api)
+        peering: Any
+        if self.config.watch_namespaces:
+            merged: dict[str, Any] = {}
+            for namespace in self.config.watch_namespaces:
+                peering = custom.get_namespaced_custom_object(
+                    "kopf.dev", "v1", namespace, "kopfpeerings", self.config.peering
+                )
+                merged.update(peering.get("status") or {})
+            return merged
+        peering = custom.get_cluster_custom_object(
+            "kopf.dev", "v1", "clusterkopfpeerings", self.config.peering
+        )
+        return dict(peering.get("status") or {})
 
-
-async def scrape(pod: PodView) -> PodSample | None:
-    """A pod's client counters from its sidecar's /metrics; unreachable if not ready.
-
-    A ready sidecar whose scrape fails is left out (None): one slow answer is not a fallback.
-    """
-    if not pod.sidecar_ready or not pod.ip or not pod.metrics_port:
-        FALLBACK_SCRAPES.labels("unreachable").inc()
-        return PodSample(pod.name, reachable=False)
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=SCRAPE_TIMEOUT) as session,
-            session.get(f"http://{pod.ip}:{pod.metrics_port}/metrics") as response,
+    def ensure_rule(self, policy: Policy) -> None:
+        """Start writing the policy's PrometheusRule if this generation has none yet."""
+        rules = self.state.rules
+        now = time.monotonic()
+        if (
+            rules.applied.get(policy.key) == policy.generation
+            or now < rules.retry_at.get(policy.key, 0.0)
+            or any(task.get_name() == policy.key for task in rules.in_flight)
         ):
-            text = await response.text()
-    except (aiohttp.ClientError, TimeoutError):
-        FALLBACK_SCRAPES.labels("failed").inc()
-        return None
-    FALLBACK_SCRAPES.labels("ok").inc()
-    attempts, fallback = client_totals(text)
-    return PodSample(pod.name, attempts, fallback)
+            return
+        task = asyncio.create_task(self.apply_rule(policy), name=policy.key)
+        rules.in_flight.add(task)
+        task.add_done_callback(rules.in_flight.discard)
 
-
-def announce_alert(
-    body: kopf.Body, policy: Policy, previous: str, tracker: FallbackTracker
-) -> None:
-    ratio = "-" if tracker.ratio is None else f"{tracker.ratio:.1%}"
-    if tracker.state == "Firing" and previous != "Firing":
-        kopf.warn(
-            body,
-            reason="FallbackAlert",
-            message=f"{ratio} of events went around the sidecar over "
-            f"{policy.alert_window} (more than {policy.alert_max_ratio:.1%} for "
-            f"{policy.alert_sustained_for})" + ("; injection paused" if policy.auto_pause else ""),
-        )
-    elif previous == "Firing" and tracker.state != "Firing":
-        kopf.event(
-            body,
-            type="Normal",
-            reason="FallbackRecovered",
-            message=f"fallback ratio back to {ratio}",
-        )
-
-
-def announce_transitions(
-    body: kopf.Body, previous: list[dict[str, Any]], current: list[dict[str, Any]]
-) -> None:
-    """An Event for every condition whose status flipped (except FallbackAlert: see above)."""
-    before = {c.get("type"): c.get("status") for c in previous}
-    for entry in current:
-        kind = entry["type"]
-        if kind == "FallbackAlert" or before.get(kind) == entry["status"]:
-            continue
-        if kind in before or entry["status"] == "True":
-            kopf.event(
-                body, type="Normal", reason=entry["reason"], message=f"{kind}: {entry['message']}"
+    async def apply_rule(self, policy: Policy) -> None:
+        rules = self.state.rules
+        try:
+            present = await asyncio.to_thread(write_prometheus_rule, self.api, policy)
+        except ApiException as error:
+            rules.retry_at[policy.key] = time.monotonic() + RULE_ERROR_RETRY_SECONDS
+            log.warning(
+                "Could not write PrometheusRule for %s (retrying in %.0fs): %s",
+                policy.key,
+                RULE_ERROR_RETRY_SECONDS,
+                error.reason,
             )
+            return
+        if present:
+            rules.applied[policy.key] = policy.generation
+        else:
+            rules.retry_at[policy.key] = time.monotonic() + RULE_ABSENT_RETRY_SECONDS
 
 
-def _changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """Avoid a write per second when nothing but timestamps would change."""
+def write_prometheus_rule(api: k8s.ApiClient, policy: Policy) -> bool:
+    """Create or update the rule; False when the PrometheusRule CRD is not installed."""
+    custom = k8s.CustomObjectsApi(api)
+    rule: Any = prometheus_rule(policy)
+    try:
+        custom.create_namespaced_custom_object(
+            RULE_GROUP, RULE_VERSION, policy.namespace, RULE_PLURAL, rule
+        )
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        if error.status != 409:
+            raise
+        custom.patch_namespaced_custom_object(
+            RULE_GROUP,
+            RULE_VERSION,
+            policy.namespace,
+            RULE_PLURAL,
+            rule_name(policy),
+            {"spec": rule["spec"]},
+        )
+    return True
 
-    def strip(status: dict[str, Any]) -> Any:
-        conditions = [
-            {k: v for k, v in c.items() if k != "lastTransitionTime"}
-            for c in status.get("conditions") or []
-        ]
-        return {**{k: v for k, v in status.items() if k != "conditions"}, "conditions": conditions}
 
-    return bool(strip(old) != strip(new))
+def policy_reference(policy: Policy) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "KafkaSidecarPolicy",
+        "name": policy.name,
+        "namespace": policy.namespace,
+        "uid": policy.uid,
+    }
+
+
+def event_fields(event: EventSpec) -> tuple[str, str, str]:
+    return event.type, event.reason, event.message

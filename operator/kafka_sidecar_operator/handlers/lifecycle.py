@@ -1,0 +1,161 @@
+"""Operator start and stop: webhook server and TLS, the policy view, health, the status loop.
+
+Registered with kopf on import. What ``main()`` decided (``--local``, identity, priority) reaches
+here through the memo as a typed ``RunOptions``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kopf
+from aiohttp import web
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+
+from kafka_sidecar_operator import tls
+from kafka_sidecar_operator.conditions import PodView
+from kafka_sidecar_operator.config import OperatorConfig
+from kafka_sidecar_operator.handlers.policies import Reconciler
+from kafka_sidecar_operator.health import serve_health
+from kafka_sidecar_operator.policy_view import PolicyView
+from kafka_sidecar_operator.watching import follow_policies
+from kafka_sidecar_operator.webhook import (
+    local_certificates,
+    url_client_config,
+    webhook_configuration,
+)
+
+log = logging.getLogger(__name__)
+RENEW_CHECK_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How this process runs, decided once in ``main()``."""
+
+    local: bool
+    identity: str
+    priority: int
+
+
+@dataclass
+class Running:
+    """What startup made and cleanup stops."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    health: web.AppRunner | None = None
+    registered: bool = False
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+    # kopf's live pod index (handlers/pods.py), filled while kopf's watches run on this replica.
+    pods_by_namespace: kopf.Index[str, PodView] = kwargs["pods_by_namespace"]
+    config: OperatorConfig = memo.config
+    options: RunOptions = memo.options
+    running = memo.running = Running()
+    settings.posting.level = logging.WARNING  # our own Normal Events are posted explicitly
+    settings.admission.managed = None
+    api = memo.api = api_client()
+    if options.local:
+        directory = Path(tempfile.mkdtemp(prefix="kafka-sidecar-webhook-"))
+        serving, ca_bundle = local_certificates(directory)
+        host = "127.0.0.1"
+        settings.admission.server = kopf.WebhookServer(
+            addr=host,
+            host=host,
+            port=config.webhook_port,
+            certfile=str(serving.cert),
+            pkeyfile=str(serving.key),
+            cafile=str(directory / "kafka-sidecar-webhook-ca.crt"),
+        )
+        register(api, config, url_client_config(host, config.webhook_port, ca_bundle))
+        running.registered = True
+    else:
+        if config.tls == "self-managed":
+            tls.ensure(api, config.namespace, config.cert_dir, config.webhook_name)
+            running.tasks.append(asyncio.create_task(renew_forever(config)))
+        settings.admission.server = kopf.WebhookServer(
+            addr=config.webhook_host,
+            port=config.webhook_port,
+            certfile=str(config.cert_dir / "tls.crt"),
+            pkeyfile=str(config.cert_dir / "tls.key"),
+        )
+    view = memo.view = PolicyView(scopes=config.watch_namespaces or ("",))
+    follow_policies(api_client(), view, running.stop)
+    if config.health_port:
+        running.health = await serve_health(config.health_port, lambda: view.complete)
+    reconciler = Reconciler(
+        config, api, view, pods_by_namespace, options.identity, options.priority
+    )
+    running.tasks.append(asyncio.create_task(reconciler.run_forever()))
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    config: OperatorConfig = memo.config
+    running: Running | None = memo.get("running")
+    if running is None:
+        return
+    running.stop.set()
+    for task in running.tasks:
+        task.cancel()
+    await asyncio.gather(*running.tasks, return_exceptions=True)
+    if running.health is not None:
+        await running.health.cleanup()
+    if running.registered:
+        admission = k8s.AdmissionregistrationV1Api(memo.api)
+        try:
+            await asyncio.to_thread(
+                admission.delete_mutating_webhook_configuration, config.webhook_name
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+        log.info("Removed MutatingWebhookConfiguration %s", config.webhook_name)
+
+
+async def renew_forever(config: OperatorConfig) -> None:
+    """Self-managed TLS: check hourly; renewal happens with a third of the lifetime left."""
+    while True:
+        await asyncio.sleep(RENEW_CHECK_SECONDS)
+        try:
+            await asyncio.to_thread(
+                tls.ensure, api_client(), config.namespace, config.cert_dir, config.webhook_name
+            )
+        except Exception:
+            log.exception("Could not renew the webhook certificate; retrying in an hour")
+
+
+def api_client() -> k8s.ApiClient:
+    try:
+        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except k8s_config.ConfigException:
+        k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
+    return k8s.ApiClient()
+
+
+def register(api: k8s.ApiClient, config: OperatorConfig, client_config: dict[str, Any]) -> None:
+    """Create or replace our MutatingWebhookConfiguration (--local only)."""
+    # The client accepts plain dicts; its stubs want models.
+    body: Any = webhook_configuration(config.webhook_name, client_config, config.never_injected)
+    admission = k8s.AdmissionregistrationV1Api(api)
+    try:
+        admission.create_mutating_webhook_configuration(body)
+    except ApiException as error:
+        if error.status != 409:
+            raise
+        existing = admission.read_mutating_webhook_configuration(config.webhook_name)
+        assert existing.metadata is not None
+        body["metadata"]["resourceVersion"] = existing.metadata.resource_version
+        admission.replace_mutating_webhook_configuration(config.webhook_name, body)
+    log.info("Registered MutatingWebhookConfiguration %s", config.webhook_name)
