@@ -3,21 +3,38 @@ pods and endpoints — against the real kube-apiserver."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import pwd
 import shutil
+import ssl
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from kubernetes import client as k8s
 
 from kafka_sidecar_localenv.kube import ControlPlane
 from kafka_sidecar_localenv.operator import OperatorProcess
-from tests.support import kubectl, unique_name
+from kafka_sidecar_operator.rollout import bucket, selected
+from tests.conftest import SERVER_LOGS
+from tests.support import (
+    create_policy,
+    kubectl,
+    pod_body,
+    status_of,
+    unique_name,
+    wait_for,
+    wait_policy_active,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -102,3 +119,393 @@ def test_operator_starts_as_a_uid_without_a_passwd_entry_and_no_login_variables(
             assert "getpwuid" not in (process.workdir / "operator.log").read_text()
         finally:
             process.stop()
+
+
+# -- replicas: standbys and cold starts answer from every policy ---------------------------------
+
+CRDS = Path(__file__).parent.parent.parent / "manifests" / "crd"
+
+
+@pytest.fixture
+def peering(control_plane: ControlPlane, crd_installed: None) -> Iterator[str]:
+    """kopf's ClusterKopfPeering CRD (from the manifests) and a peering object of our own."""
+    kubectl(control_plane, "apply", "-f", str(CRDS / "kopf-peering.yaml"))
+    kubectl(
+        control_plane,
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/clusterkopfpeerings.kopf.dev",
+    )
+    name = unique_name("peering")
+    body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}}
+    kubectl(control_plane, "apply", "-f", "-", stdin=json.dumps(body))
+    yield name
+    kubectl(control_plane, "delete", "clusterkopfpeering", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def replicas(
+    control_plane: ControlPlane, peering: str, tmp_path: Path
+) -> Iterator[Callable[[], OperatorProcess]]:
+    """Start operator processes peering like the manifests' replicas (each --local registers its
+    own webhook, under its own name); all stopped after the test."""
+    started: list[OperatorProcess] = []
+
+    def start() -> OperatorProcess:
+        process = OperatorProcess(
+            control_plane.kubeconfig,
+            tmp_path / f"replica{len(started)}",
+            env={
+                "KAFKA_SIDECAR_OPERATOR_PEERING": peering,
+                "KAFKA_SIDECAR_OPERATOR_WEBHOOK_NAME": unique_name("kafka-sidecar-replica"),
+                "KAFKA_SIDECAR_OPERATOR_FALLBACK_INTERVAL": "1",
+            },
+        )
+        started.append(process)
+        SERVER_LOGS[f"replica{len(started)}"] = process.workdir / "operator.log"
+        return process.start()
+
+    yield start
+    for process in started:
+        process.stop()
+    for index in range(len(started)):
+        SERVER_LOGS.pop(f"replica{index + 1}", None)
+
+
+def review(namespace: str, pod: dict[str, Any], dry_run: bool = True) -> dict[str, Any]:
+    """An AdmissionReview as the API server sends it for a pod CREATE."""
+    pod = {**pod, "metadata": {**pod["metadata"], "namespace": namespace}}
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": str(uuid.uuid4()),
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+            "object": pod,
+            "dryRun": dry_run,
+        },
+    }
+
+
+def admit(process: OperatorProcess, body: dict[str, Any]) -> dict[str, Any]:
+    """POST an AdmissionReview to a replica's webhook; the pod's status record it would write.
+
+    The test calls the replica itself (its certificate is its own, made at start): this is what
+    the API server does, minus the choice of replica a Service would make.
+    """
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    request = urllib.request.Request(
+        f"https://127.0.0.1:{process.webhook_port}/inject-sidecar",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, context=context, timeout=10) as response:
+        answer = json.loads(response.read())["response"]
+    assert answer["allowed"], answer
+    for op in json.loads(base64.b64decode(answer.get("patch") or "W10=")):
+        value = op.get("value")
+        if op["path"].endswith("kafka-sidecar.io~1status"):
+            return dict(json.loads(value))
+        if op["path"] == "/metadata/annotations" and "kafka-sidecar.io/status" in value:
+            return dict(json.loads(value["kafka-sidecar.io/status"]))
+        if op["path"] == "/metadata" and "kafka-sidecar.io/status" in (
+            value.get("annotations") or {}
+        ):
+            return dict(json.loads(value["annotations"]["kafka-sidecar.io/status"]))
+    return {}
+
+
+def kopf_paused(process: OperatorProcess) -> bool:
+    """kopf starts paused until peering says otherwise, and logs each change."""
+    changes = [
+        line
+        for line in (process.workdir / "operator.log").read_text().splitlines()
+        if "Pausing operations" in line or "Resuming operations" in line
+    ]
+    return not changes or "Resuming operations" not in changes[-1]
+
+
+def ready(process: OperatorProcess) -> bool:
+    try:
+        url = f"http://127.0.0.1:{process.health_port}/readyz"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def test_every_replica_answers_from_every_policy_also_while_peering_pauses_it(
+    api_client: k8s.ApiClient, replicas: Callable[[], OperatorProcess], namespace: str
+) -> None:
+    first = replicas()
+    wait_for(lambda: ready(first), what="the first replica ready")
+    create_policy(api_client, namespace, rollout={"percentage": 100, "granularity": "pod"})
+    second = replicas()
+    wait_for(lambda: ready(second), what="the second replica ready")
+    # One of the two keeps its kopf watches paused in favour of the other (peering priorities).
+    wait_for(
+        lambda: sorted(kopf_paused(p) for p in (first, second)) == [False, True],
+        what="kopf peering to pause exactly one replica",
+    )
+    for process in (first, second):
+        for n in range(20):
+            status = admit(process, review(namespace, pod_body(f"web-{n}")))
+            assert status.get("reason") == "injected", (process.process, status)
+
+
+def test_a_replica_is_ready_only_once_its_answers_include_every_policy(
+    api_client: k8s.ApiClient, replicas: Callable[[], OperatorProcess], namespace: str
+) -> None:
+    for n in range(30):
+        create_policy(
+            api_client,
+            namespace,
+            name=f"p{n:02d}",
+            selector={"matchLabels": {"app": f"app{n:02d}"}},
+        )
+    cold = replicas()  # returns once /healthz answers: the cold start
+    wait_for(lambda: ready(cold), timeout=30, what="readiness")
+    for n in range(30):
+        pod = pod_body(f"w{n}", labels={"app": f"app{n:02d}"})
+        status = admit(cold, review(namespace, pod))
+        assert status.get("policy") == f"{namespace}/p{n:02d}", status
+
+
+# -- pod-authored state is not trusted --------------------------------------------------------
+
+
+def forged_record(namespace: str, bucket_value: float = 0.5) -> str:
+    return json.dumps(
+        {
+            "decision": "injected",
+            "reason": "injected",
+            "policy": f"{namespace}/p",
+            "bucket": bucket_value,
+        }
+    )
+
+
+def read_policy(api: k8s.ApiClient, namespace: str, name: str = "p") -> dict[str, Any]:
+    found: Any = k8s.CustomObjectsApi(api).get_namespaced_custom_object(
+        "kafka-sidecar.io", "v1alpha1", namespace, "kafkasidecarpolicies", name
+    )
+    return dict(found)
+
+
+def test_a_forged_bucket_does_not_move_a_pod_into_the_rollout(
+    api_client: k8s.ApiClient, enabled_namespace: str
+) -> None:
+    create_policy(api_client, enabled_namespace, rollout={"percentage": 10, "granularity": "pod"})
+    core = k8s.CoreV1Api(api_client)
+    wait_policy_active(core, enabled_namespace, expect=None)
+    name = next(
+        f"web-{n}"
+        for n in range(1000)
+        if not selected(bucket(f"{enabled_namespace}/p", f"web-{n}"), 10)
+    )
+    annotations = {
+        "kafka-sidecar.io/inject": "true",
+        "kafka-sidecar.io/status": forged_record(enabled_namespace),
+    }
+    stored = core.create_namespaced_pod(enabled_namespace, pod_body(name, annotations=annotations))
+    assert status_of(stored)["reason"] == "outside-rollout"
+    assert status_of(stored)["bucket"] != 0.5
+    assert stored.spec.init_containers is None
+
+
+@pytest.mark.parametrize("percentage", [0, 100])
+def test_a_pod_with_its_own_sidecar_and_record_is_neither_labelled_nor_counted(
+    api_client: k8s.ApiClient, enabled_namespace: str, percentage: int
+) -> None:
+    create_policy(api_client, enabled_namespace, rollout={"percentage": percentage})
+    core = k8s.CoreV1Api(api_client)
+    wait_policy_active(core, enabled_namespace, expect=None)
+    body = pod_body(
+        "own",
+        annotations={
+            "kafka-sidecar.io/inject": "true",
+            "kafka-sidecar.io/status": forged_record(enabled_namespace),
+        },
+        labels={"app": "web", "kafka-sidecar.io/injected": "true"},
+    )
+    body["spec"]["containers"].append({"name": "kafka-sidecar", "image": "mine:1"})
+    stored = core.create_namespaced_pod(enabled_namespace, body)
+    assert status_of(stored)["decision"] == "skipped"
+    assert status_of(stored)["reason"] == "already-injected"
+    assert "kafka-sidecar.io/injected" not in (stored.metadata.labels or {})
+    policy = wait_for(
+        lambda: (
+            found
+            if (found := read_policy(api_client, enabled_namespace))
+            .get("status", {})
+            .get("matchedPods")
+            == 1
+            else None
+        ),
+        what="the pod in the policy's status",
+    )
+    assert policy["status"]["injectedPods"] == 0
+
+
+# -- overrides and malformed pods --------------------------------------------------------------
+
+
+def test_an_override_above_the_limit_admits_the_pod_without_the_sidecar(
+    api_client: k8s.ApiClient, enabled_namespace: str
+) -> None:
+    create_policy(api_client, enabled_namespace)
+    core = k8s.CoreV1Api(api_client)
+    wait_policy_active(core, enabled_namespace)
+    annotations = {"kafka-sidecar.io/inject": "true", "kafka-sidecar.io/memory-request": "1Gi"}
+    stored = core.create_namespaced_pod(enabled_namespace, pod_body("big", annotations=annotations))
+    assert stored.spec.init_containers is None
+    assert status_of(stored)["reason"] == "invalid-override"
+    assert "memory request 1Gi would exceed its limit 256Mi" in status_of(stored)["message"]
+
+
+def test_a_pod_with_null_containers_is_a_skip_with_a_reason_not_an_error(
+    operator: OperatorProcess,
+    api_client: k8s.ApiClient,
+    control_plane: ControlPlane,
+    enabled_namespace: str,
+) -> None:
+    create_policy(api_client, enabled_namespace)
+    wait_policy_active(k8s.CoreV1Api(api_client), enabled_namespace)
+    body = pod_body("null")
+    body["spec"]["containers"] = None
+    before = operator.metrics()
+    refused = kubectl(  # raw: the client library would not send a null list
+        control_plane,
+        "create",
+        "--raw",
+        f"/api/v1/namespaces/{enabled_namespace}/pods?dryRun=All",
+        "-f",
+        "-",
+        stdin=json.dumps(body),
+        check=False,
+    )
+    assert refused.returncode != 0  # the API server's own validation, after the webhook
+    assert "spec.containers: Required value" in refused.stderr
+    after = operator.metrics()
+    assert counter(after, "malformed-pod") == counter(before, "malformed-pod") + 1
+    assert counter(after, "internal-error", "error") == counter(before, "internal-error", "error")
+
+
+def counter(metrics: str, reason: str, result: str = "skipped") -> float:
+    line = f'kafka_sidecar_operator_injections_total{{reason="{reason}",result="{result}"}} '
+    return next(
+        (float(row.split()[-1]) for row in metrics.splitlines() if row.startswith(line)), 0.0
+    )
+
+
+# -- dry runs ----------------------------------------------------------------------------------
+
+
+def test_a_dry_run_posts_no_event(api_client: k8s.ApiClient, enabled_namespace: str) -> None:
+    create_policy(api_client, enabled_namespace)
+    core = k8s.CoreV1Api(api_client)
+    wait_policy_active(core, enabled_namespace)
+    annotations = {"kafka-sidecar.io/inject": "true", "kafka-sidecar.io/cpu-limit": "plenty"}
+    dry = core.create_namespaced_pod(
+        enabled_namespace, pod_body("dry", annotations=annotations), dry_run="All"
+    )
+    assert status_of(dry)["reason"] == "invalid-override"  # the webhook did answer
+    core.create_namespaced_pod(enabled_namespace, pod_body("real", annotations=annotations))
+    events = wait_for(
+        lambda: [
+            e
+            for e in core.list_namespaced_event(enabled_namespace).items
+            if e.reason == "InjectionSkipped"
+        ],
+        what="the real pod's InjectionSkipped Event",
+    )
+    assert [e.involved_object.name for e in events] == ["real"]
+
+
+# -- status, PrometheusRules and finalizers ---------------------------------------------------
+
+PROMETHEUS_RULE_CRD = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: prometheusrules.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {plural: prometheusrules, singular: prometheusrule, kind: PrometheusRule}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+"""
+
+
+def test_status_is_written_while_the_prometheus_rule_cannot_be(
+    api_client: k8s.ApiClient, control_plane: ControlPlane, enabled_namespace: str
+) -> None:
+    kubectl(control_plane, "apply", "-f", "-", stdin=PROMETHEUS_RULE_CRD)
+    kubectl(
+        control_plane,
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/prometheusrules.monitoring.coreos.com",
+    )
+    # Without a controller-manager a quota's usage is never computed: every create it covers is
+    # refused, as missing rights or an exhausted quota would refuse it in a cluster.
+    quota = {
+        "metadata": {"name": "no-rules"},
+        "spec": {"hard": {"count/prometheusrules.monitoring.coreos.com": "0"}},
+    }
+    k8s.CoreV1Api(api_client).create_namespaced_resource_quota(enabled_namespace, quota)
+    create_policy(api_client, enabled_namespace)
+    core = k8s.CoreV1Api(api_client)
+    wait_policy_active(core, enabled_namespace)
+    core.create_namespaced_pod(enabled_namespace, pod_body("web"))
+    wait_for(
+        lambda: (
+            read_policy(api_client, enabled_namespace).get("status", {}).get("injectedPods") == 1
+        ),
+        what="status with the injected pod",
+    )
+    rules: Any = k8s.CustomObjectsApi(api_client).list_namespaced_custom_object(
+        "monitoring.coreos.com", "v1", enabled_namespace, "prometheusrules"
+    )
+    assert rules["items"] == []  # the rule really was refused
+
+
+def test_a_policy_carries_no_finalizer_and_is_deleted_while_the_operator_is_away(
+    api_client: k8s.ApiClient, operator: OperatorProcess, enabled_namespace: str
+) -> None:
+    create_policy(api_client, enabled_namespace)
+    wait_for(
+        lambda: read_policy(api_client, enabled_namespace).get("status", {}).get("conditions"),
+        what="the policy reconciled",
+    )
+    assert not read_policy(api_client, enabled_namespace)["metadata"].get("finalizers")
+    operator.kill()
+    try:
+        k8s.CustomObjectsApi(api_client).delete_namespaced_custom_object(
+            "kafka-sidecar.io", "v1alpha1", enabled_namespace, "kafkasidecarpolicies", "p"
+        )
+
+        def gone() -> bool:
+            try:
+                read_policy(api_client, enabled_namespace)
+            except k8s.ApiException as error:
+                return bool(error.status == 404)
+            return False
+
+        wait_for(gone, timeout=10, what="the policy deleted with the operator away")
+    finally:
+        operator.start()
