@@ -13,9 +13,13 @@ import ssl
 import stat
 import sys
 import tempfile
+import threading
+import time
 import urllib.request
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +28,10 @@ from kubernetes import client as k8s
 
 from kafka_sidecar_localenv.kube import ControlPlane
 from kafka_sidecar_localenv.operator import OperatorProcess
+from kafka_sidecar_localenv.processes import free_port
 from kafka_sidecar_operator.rollout import bucket, selected
 from tests.conftest import SERVER_LOGS
+from tests.integration.test_operator_lifecycle import mark_running
 from tests.support import (
     create_policy,
     kubectl,
@@ -509,3 +515,142 @@ def test_a_policy_carries_no_finalizer_and_is_deleted_while_the_operator_is_away
         wait_for(gone, timeout=10, what="the policy deleted with the operator away")
     finally:
         operator.start()
+
+
+# -- scraping hostile endpoints ---------------------------------------------------------------
+
+BOMB_MIB = 128
+
+
+def gzip_bomb(mebibytes: int) -> bytes:
+    """A gzip body of ``mebibytes`` MiB of zeros (about a thousandth of that on the wire)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    chunk = bytes(1 << 20)
+    return b"".join(packer.compress(chunk) for _ in range(mebibytes)) + packer.flush()
+
+
+class Hostile:
+    """An HTTP server on a loopback address answering every request in one hostile way."""
+
+    def __init__(self, host: str, port: int, behaviour: str) -> None:
+        self.hits = 0
+        self.stopping = threading.Event()
+        bomb = gzip_bomb(BOMB_MIB) if behaviour == "gzip-bomb" else b""
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.hits += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                try:
+                    if behaviour == "gzip-bomb":
+                        self.send_header("Content-Encoding", "gzip")
+                        self.send_header("Content-Length", str(len(bomb)))
+                        self.end_headers()
+                        self.wfile.write(bomb)
+                    elif behaviour == "slow-drip":
+                        self.send_header("Content-Length", str(1 << 20))
+                        self.end_headers()
+                        while not outer.stopping.wait(0.2):
+                            self.wfile.write(b"#")
+                            self.wfile.flush()
+                    elif behaviour == "huge-body":
+                        self.send_header("Content-Length", str(1 << 32))
+                        self.end_headers()
+                        chunk = b"# " * (1 << 19)
+                        while not outer.stopping.is_set():
+                            self.wfile.write(chunk)
+                    else:  # honest
+                        body = b'kafka_sidecar_client_events_total{outcome="attempts"} 1\n'
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        self.wfile.write(body)
+                except OSError:
+                    pass  # the operator hung up, as it should
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet."""
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_hostile_metrics_endpoints_neither_grow_the_operator_nor_slow_the_webhook(
+    operator: OperatorProcess, api_client: k8s.ApiClient, enabled_namespace: str
+) -> None:
+    port = free_port()
+    behaviours = {"127.0.0.2": "gzip-bomb", "127.0.0.3": "slow-drip", "127.0.0.4": "huge-body"}
+    servers = {ip: Hostile(ip, port, b) for ip, b in behaviours.items()}
+    servers["127.0.0.5"] = Hostile("127.0.0.5", port, "honest")
+    try:
+        create_policy(
+            api_client,
+            enabled_namespace,
+            sidecar={"bootstrapServers": "k:9092", "metricsPort": port},
+        )
+        core = k8s.CoreV1Api(api_client)
+        wait_policy_active(core, enabled_namespace)
+        for index, ip in enumerate(behaviours):
+            core.create_namespaced_pod(enabled_namespace, pod_body(f"hostile-{index}"))
+            mark_running(core, enabled_namespace, f"hostile-{index}", ip, ready=True)
+        # Not injected by the operator: its own sidecar container and a forged record.
+        own = pod_body(
+            "own",
+            annotations={
+                "kafka-sidecar.io/inject": "true",
+                "kafka-sidecar.io/status": forged_record(enabled_namespace),
+            },
+        )
+        own["spec"]["containers"].append(
+            {
+                "name": "kafka-sidecar",
+                "image": "x",
+                "ports": [{"name": "ks-metrics", "containerPort": port}],
+            }
+        )
+        core.create_namespaced_pod(enabled_namespace, own)
+        mark_running(core, enabled_namespace, "own", "127.0.0.5", ready=True)
+
+        before = peak_rss_mib(operator.pid)
+        failed_before = scrapes(operator.metrics(), "failed")
+        slowest = 0.0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # about ten scrape rounds (interval 1 s)
+            started = time.monotonic()
+            core.create_namespaced_pod(enabled_namespace, pod_body("probe"), dry_run="All")
+            slowest = max(slowest, time.monotonic() - started)
+            time.sleep(0.2)
+        growth = peak_rss_mib(operator.pid) - before
+        failed = scrapes(operator.metrics(), "failed") - failed_before
+        print(
+            f"peak RSS growth {growth:.1f} MiB, slowest dry-run create {slowest * 1000:.0f} ms, {failed:.0f} failed scrapes"
+        )
+        assert all(servers[ip].hits for ip in behaviours)  # each was scraped
+        assert growth < BOMB_MIB / 2, f"operator peak RSS grew {growth:.1f} MiB"
+        assert slowest < 0.5, f"a dry-run create took {slowest:.2f}s"
+        assert failed >= 3 * 3  # every hostile endpoint failed in at least three rounds
+        assert servers["127.0.0.5"].hits == 0  # never scraped: not injected by the operator
+    finally:
+        for server in servers.values():
+            server.close()
+
+
+def scrapes(metrics: str, outcome: str) -> float:
+    line = f'kafka_sidecar_operator_fallback_scrapes_total{{outcome="{outcome}"}} '
+    return next(
+        (float(row.split()[-1]) for row in metrics.splitlines() if row.startswith(line)), 0.0
+    )
