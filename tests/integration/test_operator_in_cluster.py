@@ -31,7 +31,7 @@ from kafka_sidecar_localenv.operator import OperatorProcess
 from kafka_sidecar_localenv.processes import free_port
 from kafka_sidecar_operator.rollout import bucket, selected
 from tests.conftest import SERVER_LOGS
-from tests.integration.test_operator_lifecycle import mark_running
+from tests.integration.test_operator_lifecycle import Endpoint, mark_running
 from tests.support import (
     create_policy,
     kubectl,
@@ -654,3 +654,58 @@ def scrapes(metrics: str, outcome: str) -> float:
     return next(
         (float(row.split()[-1]) for row in metrics.splitlines() if row.startswith(line)), 0.0
     )
+
+
+# -- alert state across restarts --------------------------------------------------------------
+
+
+def test_a_firing_alert_and_its_auto_pause_survive_an_operator_restart(
+    operator: OperatorProcess, api_client: k8s.ApiClient, enabled_namespace: str
+) -> None:
+    endpoint = Endpoint("127.0.0.6", free_port())
+    stop = threading.Event()
+    try:
+        create_policy(
+            api_client,
+            enabled_namespace,
+            sidecar={
+                "bootstrapServers": "k:9092",
+                "metricsPort": endpoint.server.server_address[1],
+            },
+            fallback={
+                "alert": {"maxRatio": 0.1, "window": "8s", "sustainedFor": "2s"},
+                "autoPause": True,
+            },
+        )
+        core = k8s.CoreV1Api(api_client)
+        wait_policy_active(core, enabled_namespace)
+        core.create_namespaced_pod(enabled_namespace, pod_body("web"))
+        mark_running(core, enabled_namespace, "web", "127.0.0.6", ready=True)
+
+        def emit_mostly_fallback() -> None:
+            while not stop.wait(0.5):
+                endpoint.emit(1000, 900)
+
+        threading.Thread(target=emit_mostly_fallback, daemon=True).start()
+        wait_for(
+            lambda: (
+                read_policy(api_client, enabled_namespace).get("status", {}).get("alertState")
+                == "Firing"
+            ),
+            what="the alert firing",
+        )
+        wait_policy_active(core, enabled_namespace, expect="policy-paused")
+        operator.kill()
+        operator.start()
+        seen: set[tuple[str, str]] = set()
+        until = time.monotonic() + 6
+        while time.monotonic() < until:
+            state = read_policy(api_client, enabled_namespace)["status"]["alertState"]
+            dry = core.create_namespaced_pod(enabled_namespace, pod_body("probe"), dry_run="All")
+            seen.add((state, status_of(dry).get("reason", "not decided")))
+            time.sleep(0.3)
+        assert {state for state, _ in seen} == {"Firing"}, seen
+        assert {reason for _, reason in seen} <= {"policy-paused", "not decided"}, seen
+    finally:
+        stop.set()
+        endpoint.close()
