@@ -70,6 +70,22 @@ def webhook_configuration(
     }
 
 
+def pin_namespace(review: dict[str, Any]) -> None:
+    """Decide for the namespace the request names, never one the object claims.
+
+    The API server sets both to the same value; an AdmissionReview made by anything else may
+    not, and must not get the policy configuration of the namespace its object names.
+    """
+    request = review.get("request")
+    if not isinstance(request, dict):
+        return
+    target = request.get("object")
+    if isinstance(target, dict):
+        metadata = target.get("metadata")
+        metadata = target["metadata"] = dict(metadata) if isinstance(metadata, dict) else {}
+        metadata["namespace"] = str(request.get("namespace") or "")
+
+
 def local_certificates(directory: Path) -> tuple[KeyPair, bytes]:
     """A CA and a serving certificate for 127.0.0.1; returns the pair and the CA bundle."""
     ca = CertificateAuthority.create(directory, "kafka-sidecar-webhook-ca")

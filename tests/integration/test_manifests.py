@@ -102,22 +102,48 @@ def can_i(plane: ControlPlane, *args: str) -> bool:
     "request_args",
     [
         ["watch", "kafkasidecarpolicies.kafka-sidecar.io", "-A"],
-        ["patch", "kafkasidecarpolicies.kafka-sidecar.io/status", "-n", "any"],
+        ["patch", "kafkasidecarpolicies.kafka-sidecar.io", "--subresource=status", "-n", "any"],
         ["list", "pods", "-A"],
         ["watch", "namespaces"],
         ["create", "events", "-n", "any"],
         ["list", "customresourcedefinitions.apiextensions.k8s.io"],
+        ["get", "clusterkopfpeerings.kopf.dev/kafka-sidecar-operator"],
         ["patch", "clusterkopfpeerings.kopf.dev/kafka-sidecar-operator"],
-        ["create", "prometheusrules.monitoring.coreos.com", "-n", "any"],
-        ["patch", "mutatingwebhookconfigurations/kafka-sidecar-injector"],
-        ["update", "secrets/kafka-sidecar-webhook-tls", "-n", "kafka-sidecar-system"],
-        ["create", "secrets", "-n", "kafka-sidecar-system"],
     ],
 )
 def test_rbac_allows_every_verb_the_operator_uses(
     control_plane: ControlPlane, rbac_applied: None, request_args: list[str]
 ) -> None:
     assert can_i(control_plane, *request_args), request_args
+
+
+# What only one overlay needs, by the file that grants it there.
+OVERLAY_RIGHTS = {
+    "selfsigned/tls_rbac.yaml": [
+        ["patch", "mutatingwebhookconfigurations/kafka-sidecar-injector"],
+        ["update", "secrets/kafka-sidecar-webhook-tls", "-n", "kafka-sidecar-system"],
+        ["create", "secrets", "-n", "kafka-sidecar-system"],
+    ],
+    "monitoring/rbac.yaml": [
+        ["create", "prometheusrules.monitoring.coreos.com", "-n", "any"],
+        ["patch", "prometheusrules.monitoring.coreos.com", "-n", "any"],
+    ],
+}
+
+
+@pytest.mark.parametrize("grant", sorted(OVERLAY_RIGHTS))
+def test_secrets_caBundle_and_prometheus_rule_rights_come_only_with_their_overlay(
+    control_plane: ControlPlane, rbac_applied: None, grant: str
+) -> None:
+    path = str(ROOT / "manifests" / grant)
+    for request_args in OVERLAY_RIGHTS[grant]:
+        assert not can_i(control_plane, *request_args), ("without the overlay", request_args)
+    kubectl(control_plane, "apply", "-f", path)
+    try:
+        for request_args in OVERLAY_RIGHTS[grant]:
+            assert can_i(control_plane, *request_args), ("with the overlay", request_args)
+    finally:
+        kubectl(control_plane, "delete", "-f", path, check=False)
 
 
 @pytest.mark.parametrize(
@@ -132,6 +158,9 @@ def test_rbac_allows_every_verb_the_operator_uses(
         ["patch", "mutatingwebhookconfigurations/someone-elses"],
         ["delete", "mutatingwebhookconfigurations/kafka-sidecar-injector"],
         ["delete", "kafkasidecarpolicies.kafka-sidecar.io", "-n", "any"],
+        ["patch", "kafkasidecarpolicies.kafka-sidecar.io", "-n", "any"],
+        ["get", "prometheusrules.monitoring.coreos.com", "-n", "any"],
+        ["delete", "prometheusrules.monitoring.coreos.com", "-n", "any"],
         ["create", "clusterrolebindings"],
     ],
 )

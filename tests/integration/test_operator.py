@@ -66,6 +66,19 @@ def test_samples_are_accepted_by_the_api_server(
             {"sidecar": {"bootstrapServers": "k:1", "producerConfig": {"Linger_MS": "5"}}},
             "producerConfig keys must be librdkafka property names",
         ),
+        *(
+            (
+                {"sidecar": {"bootstrapServers": "k:1", "producerConfig": {key: "hunter2"}}},
+                "producerConfig must not hold credentials",
+            )
+            for key in (
+                "sasl.password",
+                "ssl.key.password",
+                "ssl.keystore.password",
+                "ssl.key.pem",
+                "sasl.oauthbearer.client.secret",
+            )
+        ),
     ],
 )
 def test_invalid_policy_is_rejected_with_a_message_naming_the_field(

@@ -709,3 +709,21 @@ def test_a_firing_alert_and_its_auto_pause_survive_an_operator_restart(
     finally:
         stop.set()
         endpoint.close()
+
+
+# -- what a direct caller of the webhook can learn --------------------------------------------
+
+
+def test_a_review_whose_object_names_another_namespace_gets_no_policy_of_that_namespace(
+    operator: OperatorProcess, api_client: k8s.ApiClient, enabled_namespace: str, namespace: str
+) -> None:
+    """The request's namespace decides (the API server sets it), never the object's claim."""
+    create_policy(
+        api_client, enabled_namespace, sidecar={"bootstrapServers": "victim-brokers:9093"}
+    )
+    wait_policy_active(k8s.CoreV1Api(api_client), enabled_namespace)
+    body = review(namespace, pod_body("spy"))
+    body["request"]["object"]["metadata"]["namespace"] = enabled_namespace
+    status = admit(operator, body)
+    assert status.get("reason") == "no-policy", status
+    assert "victim-brokers" not in json.dumps(status)

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import tempfile
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,25 @@ from kafka_sidecar_operator.policy_view import PolicyView
 from kafka_sidecar_operator.watching import follow_policies
 from kafka_sidecar_operator.webhook import (
     local_certificates,
+    pin_namespace,
     url_client_config,
     webhook_configuration,
 )
 
 log = logging.getLogger(__name__)
 RENEW_CHECK_SECONDS = 3600
+
+
+class WebhookServer(kopf.WebhookServer):
+    """kopf's webhook server; each review's object is put in the namespace the request names."""
+
+    async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
+        async def pinned(request: Any, **kwargs: Any) -> Any:
+            pin_namespace(request)
+            return await fn(request, **kwargs)
+
+        async for client_config in super().__call__(pinned):
+            yield client_config
 
 
 @dataclass(frozen=True)
@@ -70,7 +84,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
         directory = Path(tempfile.mkdtemp(prefix="kafka-sidecar-webhook-"))
         serving, ca_bundle = local_certificates(directory)
         host = "127.0.0.1"
-        settings.admission.server = kopf.WebhookServer(
+        settings.admission.server = WebhookServer(
             addr=host,
             host=host,
             port=config.webhook_port,
@@ -84,7 +98,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
         if config.tls == "self-managed":
             tls.ensure(api, config.namespace, config.cert_dir, config.webhook_name)
             running.tasks.append(asyncio.create_task(renew_forever(config)))
-        settings.admission.server = kopf.WebhookServer(
+        settings.admission.server = WebhookServer(
             addr=config.webhook_host,
             port=config.webhook_port,
             certfile=str(config.cert_dir / "tls.crt"),
