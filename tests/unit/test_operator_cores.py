@@ -1,0 +1,128 @@
+"""The operator's pure cores behind replicas, scraping and admission: table tests."""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from kafka_sidecar_operator.fallback import FallbackTracker, PodSample
+from kafka_sidecar_operator.leadership import leading
+from kafka_sidecar_operator.policy_view import PolicyView
+from kafka_sidecar_operator.quantities import parse_quantity, resource_problem
+from kafka_sidecar_operator.scraping import BodyRefused, BoundedBody
+from kafka_sidecar_operator.webhook import pin_namespace
+
+pytestmark = pytest.mark.unit
+NOW = datetime.datetime(2026, 11, 30, 12, 0, tzinfo=datetime.UTC)
+
+
+def body(namespace: str, name: str) -> dict[str, Any]:
+    return {"metadata": {"namespace": namespace, "name": name}, "spec": {"sidecar": {}}}
+
+
+def test_the_policy_view_is_complete_only_once_every_scope_was_listed() -> None:
+    view = PolicyView(scopes=("a", "b"))
+    view.replace("a", [body("a", "p")])
+    after_one = view.complete
+    view.replace("b", [])
+    assert (after_one, view.complete) == (False, True)
+    assert [p.key for p in view.all()] == ["a/p"]
+
+
+def test_the_policy_view_follows_watch_events_and_a_relist_forgets_the_rest() -> None:
+    view = PolicyView()
+    view.replace("", [body("a", "p"), body("b", "q")])
+    view.apply("ADDED", body("a", "r"))
+    view.apply("DELETED", body("b", "q"))
+    assert sorted(p.key for p in view.all()) == ["a/p", "a/r"]
+    assert view.in_namespace("b") == ()
+    view.replace("", [body("c", "s")])
+    assert [p.key for p in view.all()] == ["c/s"]
+
+
+def peer(priority: int, seconds_ago: float = 0, lifetime: int = 60) -> dict[str, Any]:
+    seen = NOW - datetime.timedelta(seconds=seconds_ago)
+    return {"priority": priority, "lifetime": lifetime, "lastseen": seen.isoformat()}
+
+
+@pytest.mark.parametrize(
+    ("peers", "expected"),
+    [
+        ({}, True),
+        ({"me": peer(5)}, True),
+        ({"me": peer(5), "other": peer(3)}, True),
+        ({"me": peer(5), "other": peer(9)}, False),
+        ({"me": peer(5), "other": peer(5)}, False),  # kopf pauses both on a tie
+        ({"me": peer(5), "other": peer(9, seconds_ago=120)}, True),  # dead peer
+        ({"me": peer(5), "other": {"priority": "x"}}, True),
+    ],
+)
+def test_a_replica_leads_when_kopf_would_not_pause_it(
+    peers: dict[str, Any], expected: bool
+) -> None:
+    assert leading(peers, "me", 5, NOW) is expected
+
+
+def test_a_bounded_body_refuses_a_gzip_bomb_before_it_expands() -> None:
+    bomb = gzip.compress(bytes(64 << 20))
+    reader = BoundedBody("gzip", limit=1 << 20)
+    with pytest.raises(BodyRefused, match="once decompressed"):
+        reader.feed(bomb)
+    assert len(reader.text()) <= (1 << 20) + 1
+
+
+def test_a_bounded_body_reads_plain_and_gzip_and_refuses_unknown_encodings() -> None:
+    plain = BoundedBody("")
+    plain.feed(b"abc")
+    assert plain.text() == "abc"
+    zipped = BoundedBody("gzip")
+    zipped.feed(gzip.compress(b"metrics"))
+    assert zipped.text() == "metrics"
+    with pytest.raises(BodyRefused):
+        BoundedBody("br")
+    big = BoundedBody("identity", limit=4)
+    with pytest.raises(BodyRefused):
+        big.feed(b"12345")
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        ("250m", Decimal("0.25")),
+        ("1", Decimal(1)),
+        ("64Mi", Decimal(64 << 20)),
+        ("1e3", Decimal(1000)),
+        ("1.5Gi", Decimal(3 << 29)),
+        ("lots", None),
+        ("1Qi", None),
+        ("", None),
+        ("1e99", None),
+    ],
+)
+def test_quantities_parse_like_kubernetes(raw: str, value: Decimal | None) -> None:
+    assert parse_quantity(raw) == value
+
+
+def test_resources_with_a_request_above_its_limit_are_a_problem() -> None:
+    assert resource_problem({"requests": {"cpu": "1"}, "limits": {"cpu": "2"}}) is None
+    assert "exceed" in (resource_problem({"requests": {"cpu": "3"}, "limits": {"cpu": "2"}}) or "")
+    assert "quantity" in (resource_problem({"limits": {"memory": "big"}}) or "")
+
+
+def test_a_resumed_firing_alert_holds_until_a_full_interval_is_measured() -> None:
+    tracker = FallbackTracker.resume("Firing", 100.0, sustained_for=2)
+    healthy = [PodSample("a", attempts=10, fallback=0)]
+    assert tracker.observe(100.0, healthy, window=60, max_ratio=0.1, sustained_for=2) == "Firing"
+    assert tracker.ratio is None
+    more = [PodSample("a", attempts=20, fallback=0)]
+    assert tracker.observe(101.0, more, window=60, max_ratio=0.1, sustained_for=2) == "Ok"
+
+
+def test_a_review_is_decided_for_the_namespace_the_request_names() -> None:
+    review = {"request": {"namespace": "mine", "object": {"metadata": {"namespace": "theirs"}}}}
+    pin_namespace(review)
+    assert review["request"]["object"]["metadata"]["namespace"] == "mine"
