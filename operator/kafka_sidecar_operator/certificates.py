@@ -45,7 +45,12 @@ class CertificateAuthority:
     pair: KeyPair
 
     @classmethod
-    def create(cls, directory: Path, name: str = "kafka-sidecar-local-ca") -> CertificateAuthority:
+    def create(
+        cls,
+        directory: Path,
+        name: str = "kafka-sidecar-local-ca",
+        validity: datetime.timedelta = VALIDITY,
+    ) -> CertificateAuthority:
         directory.mkdir(parents=True, exist_ok=True)
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
@@ -57,7 +62,7 @@ class CertificateAuthority:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + VALIDITY)
+            .not_valid_after(now + validity)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(

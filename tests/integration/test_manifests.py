@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 
 from kafka_sidecar_localenv.kube import ControlPlane
@@ -251,3 +252,16 @@ def test_kubectl_plugin_status_and_explain(
     assert "Sidecar:     present" in kubectl_plugin.explain_pod(
         api_client, enabled_namespace, "web-1"
     )
+
+
+def test_cert_manager_signs_the_serving_certificate_with_a_ca_issuer_chain(
+    control_plane: ControlPlane,
+) -> None:
+    rendered = kubectl(control_plane, "kustomize", str(ROOT / "manifests" / "default")).stdout
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(rendered) if o}
+    leaf = objects[("Certificate", "kafka-sidecar-webhook")]["spec"]
+    issuer = objects[("Issuer", leaf["issuerRef"]["name"])]["spec"]
+    ca = objects[("Certificate", "kafka-sidecar-webhook-ca")]["spec"]
+    assert issuer["ca"]["secretName"] == ca["secretName"]
+    assert ca["isCA"] is True
+    assert "selfSigned" in objects[("Issuer", ca["issuerRef"]["name"])]["spec"]

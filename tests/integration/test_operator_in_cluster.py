@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
 import json
 import os
 import pwd
@@ -24,12 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from kubernetes import client as k8s
 
 from kafka_sidecar_localenv.kube import ControlPlane
 from kafka_sidecar_localenv.operator import OperatorProcess
 from kafka_sidecar_localenv.processes import free_port
+from kafka_sidecar_operator import tls
 from kafka_sidecar_operator.rollout import bucket, selected
+from kafka_sidecar_operator.webhook import webhook_configuration
 from tests.conftest import SERVER_LOGS
 from tests.integration.test_operator_lifecycle import Endpoint, mark_running
 from tests.support import (
@@ -727,3 +731,60 @@ def test_a_review_whose_object_names_another_namespace_gets_no_policy_of_that_na
     status = admit(operator, body)
     assert status.get("reason") == "no-policy", status
     assert "victim-brokers" not in json.dumps(status)
+
+
+# -- self-managed TLS -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def webhook_registration(api_client: k8s.ApiClient) -> Iterator[str]:
+    """A MutatingWebhookConfiguration of our shape, for self-managed TLS to keep trusted."""
+    name = unique_name("kafka-sidecar-tls")
+    body: Any = webhook_configuration(
+        name, {"url": "https://127.0.0.1:1/inject-sidecar"}, ("kube-system",)
+    )
+    body["webhooks"][0]["namespaceSelector"] = {"matchLabels": {"never": "matches"}}
+    admission = k8s.AdmissionregistrationV1Api(api_client)
+    admission.create_mutating_webhook_configuration(body)
+    yield name
+    admission.delete_mutating_webhook_configuration(name)
+
+
+def test_replicas_racing_to_create_the_tls_secret_end_up_serving_the_same_certificate(
+    api_client: k8s.ApiClient,
+    namespace: str,
+    webhook_registration: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_store = tls.store
+
+    def other_replica_first(*args: Any) -> None:
+        monkeypatch.setattr(tls, "store", real_store)
+        tls.ensure(api_client, namespace, tmp_path / "other", webhook_registration)
+        real_store(*args)  # planned from the state before the other replica's write
+
+    monkeypatch.setattr(tls, "store", other_replica_first)
+    mine = tls.ensure(api_client, namespace, tmp_path / "mine", webhook_registration)
+    secret = k8s.CoreV1Api(api_client).read_namespaced_secret(tls.SECRET_NAME, namespace)
+    stored = base64.b64decode(secret.data["tls.crt"])
+    assert mine.cert == stored
+    assert (tmp_path / "mine" / "tls.crt").read_bytes() == stored
+    assert (tmp_path / "other" / "tls.crt").read_bytes() == stored
+
+
+def test_a_forced_renewal_keeps_the_ca_bundle_and_the_old_certificate_trusted(
+    api_client: k8s.ApiClient, namespace: str, webhook_registration: str, tmp_path: Path
+) -> None:
+    first = tls.ensure(api_client, namespace, tmp_path / "a", webhook_registration)
+    due = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=25)
+    renewed = tls.ensure(api_client, namespace, tmp_path / "b", webhook_registration, now=due)
+    assert renewed.cert != first.cert
+    registered = k8s.AdmissionregistrationV1Api(api_client).read_mutating_webhook_configuration(
+        webhook_registration
+    )
+    bundle = base64.b64decode(registered.webhooks[0].client_config.ca_bundle)
+    assert bundle == first.bundle == renewed.bundle
+    ca = x509.load_pem_x509_certificate(renewed.ca_cert)
+    for served in (first.cert, renewed.cert):  # the other replica's, and the renewed one
+        x509.load_pem_x509_certificate(served).verify_directly_issued_by(ca)

@@ -8,7 +8,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
+from kafka_sidecar_operator import rotation
 from kafka_sidecar_operator.fallback import FallbackTracker, PodSample
 from kafka_sidecar_operator.leadership import leading
 from kafka_sidecar_operator.policy_view import PolicyView
@@ -126,3 +129,53 @@ def test_a_review_is_decided_for_the_namespace_the_request_names() -> None:
     review = {"request": {"namespace": "mine", "object": {"metadata": {"namespace": "theirs"}}}}
     pin_namespace(review)
     assert review["request"]["object"]["metadata"]["namespace"] == "mine"
+
+
+HOSTS = ("kafka-sidecar-webhook.ns.svc",)
+
+
+def verifies(leaf: bytes, bundle: bytes, at: datetime.datetime) -> bool:
+    """Whether a client trusting ``bundle`` accepts ``leaf`` at ``at``: signed by a CA of the
+    bundle, and both within their validity."""
+    cert = x509.load_pem_x509_certificate(leaf)
+
+    def valid(c: x509.Certificate) -> bool:
+        return c.not_valid_before_utc <= at <= c.not_valid_after_utc
+
+    for ca in x509.load_pem_x509_certificates(bundle):
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        if valid(ca) and valid(cert):
+            return True
+    return False
+
+
+def test_renewing_the_serving_certificate_keeps_the_ca_and_the_bundle() -> None:
+    now = datetime.datetime.now(datetime.UTC)  # certificates are minted at the real time
+    first = rotation.plan(None, HOSTS, now)
+    assert first is not None
+    assert rotation.plan(first, HOSTS, now) is None  # nothing to do yet
+    due = now + datetime.timedelta(days=25)  # the 30-day serving certificate is due
+    second = rotation.plan(first, HOSTS, due)
+    assert second is not None
+    assert second.cert != first.cert
+    assert (second.ca_cert, second.bundle) == (first.ca_cert, first.bundle)
+    assert verifies(first.cert, second.bundle, now)  # a replica still serving the old one
+    assert verifies(second.cert, first.bundle, now)  # a caBundle not yet updated
+
+
+def test_renewing_the_ca_trusts_old_and_new_until_the_old_expires() -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    first = rotation.plan(None, HOSTS, now)
+    assert first is not None
+    second = rotation.plan(first, HOSTS, now + datetime.timedelta(days=300))  # the CA is due
+    assert second is not None
+    assert second.ca_cert != first.ca_cert
+    assert len(x509.load_pem_x509_certificates(second.bundle)) == 2
+    assert verifies(first.cert, second.bundle, now)  # the old CA's certificate, still served
+    assert verifies(second.cert, second.bundle, now)
+    third = rotation.plan(second, HOSTS, now + datetime.timedelta(days=366))
+    assert third is not None
+    assert len(x509.load_pem_x509_certificates(third.bundle)) == 1  # expired CAs leave

@@ -36,7 +36,7 @@ from kafka_sidecar_operator.webhook import (
 )
 
 log = logging.getLogger(__name__)
-RENEW_CHECK_SECONDS = 3600
+RENEW_CHECK_SECONDS = 60  # also how soon a replica serves what another one renewed
 
 
 class WebhookServer(kopf.WebhookServer):
@@ -139,7 +139,8 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 
 
 async def renew_forever(config: OperatorConfig) -> None:
-    """Self-managed TLS: check hourly; renewal happens with a third of the lifetime left."""
+    """Self-managed TLS: read the shared Secret every minute, renew with a third of the lifetime
+    left, and serve whatever another replica stored."""
     while True:
         await asyncio.sleep(RENEW_CHECK_SECONDS)
         try:
@@ -147,7 +148,7 @@ async def renew_forever(config: OperatorConfig) -> None:
                 tls.ensure, api_client(), config.namespace, config.cert_dir, config.webhook_name
             )
         except Exception:
-            log.exception("Could not renew the webhook certificate; retrying in an hour")
+            log.exception("Could not check the webhook certificate; retrying in a minute")
 
 
 def api_client() -> k8s.ApiClient:
