@@ -72,7 +72,7 @@ class SidecarMode:
         config: Mapping[str, Any],
         settings: ClientSettings,
         default_callback: DeliveryCallback | None,
-        transport_factory: TransportFactory = SidecarTransport,
+        transport_factory: TransportFactory | None = None,
     ) -> None:
         self.settings = settings
         self.transport_factory = transport_factory
@@ -246,6 +246,20 @@ class SidecarMode:
     def __len__(self) -> int:
         return self.outstanding
 
+    def close(self) -> bool:
+        """confluent's ``close()``: flush, then stop; ``produce()`` raises afterwards."""
+        if self.closed:
+            return True
+        self.flush(self.message_timeout)  # every event is resolved by then
+        with self.lock:
+            self.closed = True
+            self.sender_wake.notify_all()
+        if self.transport is not None:
+            self.transport.close()
+        if self.fallback.created:
+            self.fallback.producer.close()
+        return True
+
     def counter_totals(self) -> dict[str, dict[str, int]]:
         with self.lock:
             self._fold_attempts()
@@ -278,9 +292,8 @@ class SidecarMode:
             if self.started:
                 return
             self.started = True
-        self.transport = self.transport_factory(
-            self.settings.address, self.settings.rpc_timeout_ms / 1000
-        )
+        factory = self.transport_factory or SidecarTransport  # looked up now: a test seam
+        self.transport = factory(self.settings.address, self.settings.rpc_timeout_ms / 1000)
         for target, name in ((self._send_loop, "sender"), (self._report_loop, "reports")):
             threading.Thread(
                 target=self._guarded,

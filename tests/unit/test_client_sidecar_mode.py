@@ -2,82 +2,23 @@
 
 from __future__ import annotations
 
-import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import Producer as ConfluentProducer
 
-from kafka_sidecar_api.v1.sidecar_pb2 import (
-    DeliveryReport,
-    DeliveryReportBatch,
-    ProduceBatch,
-    ProduceBatchAck,
-)
+from kafka_sidecar_api.v1.sidecar_pb2 import ProduceBatch
 from kafka_sidecar_client import sidecar_mode
 from kafka_sidecar_client.config import ClientSettings
 from kafka_sidecar_client.events import Event
 from kafka_sidecar_client.fallback import DirectFallback
 from kafka_sidecar_client.sidecar_mode import SidecarMode
+from tests.unit.scripted_sidecar import NOWHERE, ScriptedSidecar
 
 pytestmark = pytest.mark.unit
-NOWHERE = "127.0.0.1:1"  # nothing listens: no test here reaches a broker
-
-
-class ScriptedSidecar:
-    """A transport whose sidecar accepts everything and reports when told to."""
-
-    def __init__(self) -> None:
-        self.emit_hook: Callable[[ProduceBatch], None] | None = None
-        self.report = True
-        self.reports: queue.Queue[DeliveryReportBatch | None] = queue.Queue()
-        self.closed = threading.Event()
-        self.subscribe_hook: Callable[[], None] | None = None
-
-    def __call__(self, address: str, timeout: float) -> ScriptedSidecar:
-        return self  # the factory SidecarMode calls
-
-    def emit(self, request: ProduceBatch) -> ProduceBatchAck:
-        if self.emit_hook is not None:
-            self.emit_hook(request)
-        answer = ProduceBatchAck(sidecar_id="s1")
-        for event in request.events:
-            answer.acks.add(received=True, sequence=event.sequence)
-        if self.report:
-            self.reports.put(
-                DeliveryReportBatch(
-                    sidecar_id="s1",
-                    reports=[
-                        DeliveryReport(sequence=e.sequence, topic=e.topic, offset=e.sequence)
-                        for e in request.events
-                    ],
-                )
-            )
-        return answer
-
-    def subscribe(self, client_id: str) -> Iterator[DeliveryReportBatch]:
-        if self.subscribe_hook is not None:
-            self.subscribe_hook()
-        yield DeliveryReportBatch(sidecar_id="s1")
-        while not self.closed.is_set():
-            try:
-                batch = self.reports.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            if batch is not None:
-                yield batch
-
-    def cancel_stream(self) -> None:
-        pass
-
-    def healthy(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self.closed.set()
 
 
 @pytest.fixture
