@@ -94,32 +94,46 @@ class Counts:
 def count(policy: Policy, policies: Iterable[Policy], pods: Iterable[PodView]) -> Counts:
     """Pods this policy governs (it wins precedence for them), how many carry the sidecar, and
     how many were decided differently from what the current spec would decide (pending)."""
+    return count_all(policies, pods).get(policy.key, Counts(0, 0, 0, ()))
+
+
+def count_all(policies: Iterable[Policy], pods: Iterable[PodView]) -> dict[str, Counts]:
+    """``count`` for every policy at once: one pass over the pods, each matched once.
+
+    Per namespace and round this is pods x policies selector checks, not pods x policies²
+    as counting each policy on its own would be.
+    """
     all_policies = list(policies)
-    matched = injected = pending = 0
-    overlapping: set[str] = set()
+    tallies = {p.key: [0, 0, 0] for p in all_policies}
+    overlaps: dict[str, set[str]] = {p.key: set() for p in all_policies}
     for pod in pods:
-        if pod.namespace != policy.namespace or not pod.opted_in:
+        if not pod.opted_in:
             continue
         candidates = matching(all_policies, pod.namespace, pod.labels)
+        if not candidates:
+            continue
         keys = [p.key for p in candidates]
-        if policy.key not in keys:
-            continue
-        overlapping.update(k for k in keys if k != policy.key)
-        if keys[0] != policy.key:
-            continue
-        matched += 1
+        if len(keys) > 1:
+            for key in keys:
+                overlaps[key].update(k for k in keys if k != key)
+        winner = candidates[0]
+        tally = tallies[winner.key]
+        tally[0] += 1
         if pod.injected:
-            injected += 1
+            tally[1] += 1
         bucket = pod.status.bucket
         if bucket is None and not pod.injected:
-            pending += 1  # created before the policy could decide
+            tally[2] += 1  # created before the policy could decide
         elif (
             bucket is not None
-            and policy.injecting
-            and (selected(bucket, policy.percentage) != pod.injected)
+            and winner.injecting
+            and (selected(bucket, winner.percentage) != pod.injected)
         ):
-            pending += 1
-    return Counts(matched, injected, pending, tuple(sorted(overlapping)))
+            tally[2] += 1
+    return {
+        key: Counts(matched, injected, pending, tuple(sorted(overlaps[key])))
+        for key, (matched, injected, pending) in tallies.items()
+    }
 
 
 def condition(

@@ -20,11 +20,12 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from kafka_sidecar_operator.conditions import (
+    Counts,
     EventSpec,
     PodView,
     alert_events,
     build_status,
-    count,
+    count_all,
     status_changed,
     transition_events,
 )
@@ -108,8 +109,15 @@ class Reconciler:
     async def round(self) -> None:
         policies = self.view.all()
         self.state.forget_all_but({p.key for p in policies})
+        counts: dict[str, Counts] = {}
+        for namespace in sorted({p.namespace for p in policies}):
+            # A snapshot on the loop (kopf updates the index there); counted on a worker thread
+            # so the webhook, on the same loop, is not held up by a large namespace.
+            pods = list(self.pods.get(namespace, []))
+            in_namespace = self.view.in_namespace(namespace)
+            counts.update(await asyncio.to_thread(count_all, in_namespace, pods))
         outcomes = await asyncio.gather(
-            *(self.reconcile(p) for p in policies), return_exceptions=True
+            *(self.reconcile(p, counts[p.key]) for p in policies), return_exceptions=True
         )
         for policy, outcome in zip(policies, outcomes, strict=True):
             if isinstance(outcome, BaseException):
@@ -118,10 +126,8 @@ class Reconciler:
             else:
                 RECONCILES.labels("ok").inc()
 
-    async def reconcile(self, policy: Policy) -> None:
+    async def reconcile(self, policy: Policy, counts: Counts) -> None:
         now = time.monotonic()
-        pods = list(self.pods.get(policy.namespace, []))
-        counts = count(policy, self.view.in_namespace(policy.namespace), pods)
         tracker = self.state.trackers.get(policy.key)
         if tracker is None:
             tracker = self.state.trackers[policy.key] = FallbackTracker.resume(
@@ -132,6 +138,7 @@ class Reconciler:
             self.config.fallback_interval
         ):
             self.state.last_scrape[policy.key] = now
+            pods = list(self.pods.get(policy.namespace, []))
             targets = [p for p in pods if p.scrapable_for(policy.key)]
             samples = await self.scraper.scrape_all(targets)
             before = tracker.state
