@@ -219,3 +219,27 @@ def test_produce_of_an_oversized_event_raises_kafka_exception_alike(ours: Make) 
             "raises",
             KafkaException,
         )
+
+
+@pytest.mark.parametrize("mode", ["direct", "sidecar"])
+def test_a_forked_child_delegates_to_a_producer_made_in_the_child(
+    monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    monkeypatch.setenv("KAFKA_SIDECAR_MODE", mode)
+    producer = Producer(CONF)
+    in_parent = producer.list_topics.__self__  # the direct producer behind list_topics
+    reading, writing = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: answer through the pipe, never return into pytest
+        try:
+            os.write(writing, b"1" if producer.list_topics.__self__ is not in_parent else b"0")
+        finally:
+            os._exit(0)
+    os.close(writing)
+    try:
+        answer = os.read(reading, 1)
+    finally:
+        os.close(reading)
+        os.waitpid(pid, 0)
+    assert answer == b"1"
+    assert producer.list_topics.__self__ is in_parent  # the parent keeps its own

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import Producer as ConfluentProducer
 
-from kafka_sidecar_api.v1.sidecar_pb2 import ProduceBatch
+from kafka_sidecar_api.v1.sidecar_pb2 import DeliveryReport, DeliveryReportBatch, ProduceBatch
 from kafka_sidecar_client import sidecar_mode
 from kafka_sidecar_client.config import ClientSettings
 from kafka_sidecar_client.events import Event
 from kafka_sidecar_client.fallback import DirectFallback
 from kafka_sidecar_client.sidecar_mode import SidecarMode
+from kafka_sidecar_client.transport import SidecarUnreachable, classify
 from tests.unit.scripted_sidecar import NOWHERE, ScriptedSidecar
 
 pytestmark = pytest.mark.unit
@@ -28,9 +31,11 @@ def sidecar() -> Iterator[ScriptedSidecar]:
     scripted.closed.set()
 
 
-def make_mode(transport: ScriptedSidecar, **config: Any) -> SidecarMode:
+def make_mode(
+    transport: ScriptedSidecar, env: dict[str, str] | None = None, **config: Any
+) -> SidecarMode:
     settings = ClientSettings.from_env(
-        {"KAFKA_SIDECAR_MODE": "sidecar", "KAFKA_SIDECAR_FALLBACK": "none"}
+        {"KAFKA_SIDECAR_MODE": "sidecar", "KAFKA_SIDECAR_FALLBACK": "none", **(env or {})}
     )
     return SidecarMode({"bootstrap.servers": NOWHERE, **config}, settings, None, transport)
 
@@ -178,3 +183,60 @@ def test_a_synchronous_error_of_the_direct_fallback_becomes_the_events_report() 
     assert len(reported) == 1
     assert reported[0][1] is not None
     assert reported[0][1].code() == KafkaError.MSG_SIZE_TOO_LARGE
+
+
+def test_events_a_live_sidecar_accepted_are_not_resent_while_new_ones_go_direct(
+    sidecar: ScriptedSidecar,
+) -> None:
+    sidecar.report = False
+    mode = make_mode(
+        sidecar, {"KAFKA_SIDECAR_FALLBACK": "direct", "KAFKA_SIDECAR_DRAIN_TIMEOUT_MS": "100"}
+    )
+    seen = Callbacks()
+    mode.produce("t", b"accepted", on_delivery=seen)
+    assert mode.flush(0.3) == 1  # accepted, report pending
+    sidecar.unreachable = True  # new calls fail; the report stream lives on
+    mode.produce("t", b"new", on_delivery=seen)
+    deadline = time.monotonic() + 5
+    while mode.fallback.pending() == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert mode.fallback.pending() == 1  # only the new event went direct
+    sidecar.reports.put(
+        DeliveryReportBatch(sidecar_id="s1", reports=[DeliveryReport(sequence=1, topic="t")])
+    )
+    mode.poll(5)
+    assert seen.seen == [(b"accepted", None)]
+    assert mode.counter_totals()["t"]["resent"] == 0
+    mode.purge()
+    mode.fallback.poll(0.1)
+
+
+class FailedCall(grpc.RpcError):  # type: ignore[misc]
+    def __init__(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return "scripted"
+
+    def trailing_metadata(self) -> tuple[()]:
+        return ()
+
+
+@pytest.mark.parametrize(
+    ("code", "maybe_received"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, False),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, True),
+        (grpc.StatusCode.CANCELLED, True),
+        (grpc.StatusCode.INTERNAL, True),
+    ],
+)
+def test_a_call_that_may_have_reached_the_sidecar_marks_its_resend_as_a_duplicate(
+    code: grpc.StatusCode, maybe_received: bool
+) -> None:
+    error = classify(FailedCall(code))
+    assert isinstance(error, SidecarUnreachable)
+    assert error.maybe_received is maybe_received
