@@ -6,15 +6,16 @@ and fallback); only a few of its keys (buffer and size limits) also shape sideca
 
 from __future__ import annotations
 
-import math
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from kafka_sidecar_api.contract import SOCKET_ADDRESS, number, positive_int
+
 Mode = Literal["direct", "sidecar"]
 Fallback = Literal["direct", "none"]
-DEFAULT_ADDRESS = "unix:///var/run/kafka-sidecar/sidecar.sock"
+DEFAULT_ADDRESS = SOCKET_ADDRESS
 
 
 class ClientConfigError(ValueError):
@@ -92,28 +93,14 @@ def _positive(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or not raw.strip():
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ClientConfigError(f"{name} must be a positive integer, got {raw!r}") from None
-    if value <= 0:
-        raise ClientConfigError(f"{name} must be a positive integer, got {raw!r}")
-    return value
+    return positive_int(raw, name, ClientConfigError)
 
 
 def _non_negative(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or not raw.strip():
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ClientConfigError(
-            f"{name} must be a number of milliseconds >= 0, got {raw!r}"
-        ) from None
-    if not math.isfinite(value) or value < 0:
-        raise ClientConfigError(f"{name} must be a number of milliseconds >= 0, got {raw!r}")
-    return value
+    return number(raw, name, "milliseconds", ClientConfigError, zero=True)
 
 
 def kafka_limit(config: Mapping[str, Any], key: str, default: int) -> int:

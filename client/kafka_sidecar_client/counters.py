@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kafka_sidecar_api.contract import CLIENT_OUTCOMES
 from kafka_sidecar_api.v1.sidecar_pb2 import TopicCounters
 
 ATTEMPTS, ACKED, FAILED, FALLBACK, RESENT = range(5)
-NAMES = ("attempts", "acked", "failed", "fallback", "resent")
+NAMES = CLIENT_OUTCOMES
 
 
 @dataclass

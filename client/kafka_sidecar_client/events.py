@@ -8,11 +8,11 @@ from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
+from kafka_sidecar_api.contract import ID_HEADER
 from kafka_sidecar_api.v1.sidecar_pb2 import Header, ProduceBatch
 
 Headers = list[tuple[str, bytes | None]]
 DeliveryCallback = Callable[[Any, Any], None]
-ID_HEADER = "kafka-sidecar-id"
 
 
 class Event:

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from kafka_sidecar_api.contract import HEALTH_SERVICE
 from kafka_sidecar_api.v1 import sidecar_pb2_grpc
 from kafka_sidecar_api.v1.sidecar_pb2 import (
     DeliveryReportBatch,
@@ -20,7 +21,7 @@ from kafka_sidecar_api.v1.sidecar_pb2 import (
     SubscribeRequest,
 )
 
-SERVICE = "kafka_sidecar.v1.ProducerSidecar"
+SERVICE = HEALTH_SERVICE
 UNREACHABLE = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,

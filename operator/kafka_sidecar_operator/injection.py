@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from kafka_sidecar_api.contract import SOCKET_ADDRESS, SOCKET_DIR
 from kafka_sidecar_operator.names import (
     APP_ENV,
     INJECT_ANNOTATION,
@@ -19,8 +20,6 @@ from kafka_sidecar_operator.names import (
     METRICS_PORT_NAME,
     NO_TOKEN_VOLUME,
     SIDECAR_NAME,
-    SOCKET_ADDRESS,
-    SOCKET_DIR,
     SOCKET_VOLUME,
     STATUS_ANNOTATION,
     TOKEN_DIR,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from kafka_sidecar_api.contract import SOCKET_ADDRESS
+
 DOMAIN = "kafka-sidecar.io"
 INJECT_ANNOTATION = f"{DOMAIN}/inject"
 STATUS_ANNOTATION = f"{DOMAIN}/status"
@@ -15,8 +17,6 @@ PLURAL = "kafkasidecarpolicies"
 
 SIDECAR_NAME = "kafka-sidecar"
 SOCKET_VOLUME = "kafka-sidecar-socket"
-SOCKET_DIR = "/var/run/kafka-sidecar"
-SOCKET_ADDRESS = f"unix://{SOCKET_DIR}/sidecar.sock"
 METRICS_PORT_NAME = "ks-metrics"
 # An empty volume mounted over the service-account token path in the sidecar: the sidecar needs
 # no API access, and with a mount already at that path no token is projected into it.

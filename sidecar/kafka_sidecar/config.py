@@ -7,14 +7,21 @@ message naming the variable and the values it accepts.
 from __future__ import annotations
 
 import ipaddress
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-PRODUCER_PREFIX = "KAFKA_PRODUCER_"
-DEFAULT_LISTEN = "unix:///var/run/kafka-sidecar/sidecar.sock"
-DEFAULT_METRICS_ADDR = "0.0.0.0:9464"
+from kafka_sidecar_api.contract import (
+    DEFAULT_METRICS_ADDR,
+    PRODUCER_ENV_PREFIX,
+    SOCKET_ADDRESS,
+    number,
+    positive_int,
+    producer_property,
+)
+
+PRODUCER_PREFIX = PRODUCER_ENV_PREFIX
+DEFAULT_LISTEN = SOCKET_ADDRESS
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the terminating NUL
 
 # What the sidecar's single producer runs with unless KAFKA_PRODUCER_* says otherwise: no loss and
@@ -109,8 +116,9 @@ class SidecarConfig:
     def from_env(cls, env: Mapping[str, str]) -> SidecarConfig:
         producer = dict(PRODUCER_DEFAULTS)
         for name, value in env.items():
-            if name.startswith(PRODUCER_PREFIX) and len(name) > len(PRODUCER_PREFIX):
-                producer[name[len(PRODUCER_PREFIX) :].lower().replace("_", ".")] = value
+            prop = producer_property(name)
+            if prop is not None:
+                producer[prop] = value
         if not producer.get("bootstrap.servers"):
             raise ConfigError(
                 "KAFKA_PRODUCER_BOOTSTRAP_SERVERS is required: the brokers to produce to, "
@@ -203,23 +211,11 @@ def queue_limits(memory_limit: int) -> dict[str, str]:
 
 
 def _positive_int(raw: str, name: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a positive integer, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {raw!r}")
-    return value
+    return positive_int(raw, name, ConfigError)
 
 
 def _positive_float(raw: str, name: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
-    return value
+    return number(raw, name, "seconds", ConfigError)
 
 
 def _split_address(raw: str, name: str) -> tuple[str, int]:

@@ -24,7 +24,6 @@ from prometheus_client import Counter
 from kafka_sidecar.config import SidecarConfig
 from kafka_sidecar.metrics import SidecarMetrics
 from kafka_sidecar.validation import (
-    ID_HEADER,
     Rejection,
     check_headers,
     check_identity,
@@ -32,6 +31,7 @@ from kafka_sidecar.validation import (
     check_size,
     check_topic,
 )
+from kafka_sidecar_api.contract import ID_HEADER
 from kafka_sidecar_api.v1.sidecar_pb2 import (
     ErrorCode,
     ProduceBatchAck,

@@ -17,6 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from kafka_sidecar_api.contract import CLIENT_OUTCOMES
+
 # Label values clients choose (app, topic) are checked and capped: every distinct value is a
 # Prometheus series, and a buggy or hostile client must not be able to grow them without bound.
 TOPIC_LABEL = re.compile(r"[a-zA-Z0-9._-]{1,249}")  # Kafka's topic rule
@@ -27,7 +29,6 @@ MAX_TOPICS_PER_CLIENT = 1000
 INVALID_LABEL = "_invalid"
 OVERFLOW_LABEL = "_overflow"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-CLIENT_OUTCOMES = ("attempts", "acked", "failed", "fallback", "resent")
 
 
 @dataclass(eq=False)

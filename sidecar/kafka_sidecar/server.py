@@ -24,11 +24,12 @@ from kafka_sidecar.endpoints import start_http
 from kafka_sidecar.engine import Engine
 from kafka_sidecar.metrics import SidecarMetrics
 from kafka_sidecar.servicer import ProducerSidecarServicer
-from kafka_sidecar_api.v1 import sidecar_pb2, sidecar_pb2_grpc
+from kafka_sidecar_api.contract import HEALTH_SERVICE, producer_env_name
+from kafka_sidecar_api.v1 import sidecar_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = sidecar_pb2.DESCRIPTOR.services_by_name["ProducerSidecar"].full_name
+SERVICE_NAME = HEALTH_SERVICE
 GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
@@ -51,7 +52,7 @@ def _name_variable(message: str) -> str:
     # librdkafka says: No such configuration property: "foo.bar"
     if '"' in message:
         prop = message.split('"')[1]
-        return f"{message} (set by KAFKA_PRODUCER_{prop.upper().replace('.', '_')})"
+        return f"{message} (set by {producer_env_name(prop)})"
     return message
 
 

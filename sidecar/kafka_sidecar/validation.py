@@ -10,11 +10,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from kafka_sidecar_api.contract import ID_HEADER
 from kafka_sidecar_api.v1.sidecar_pb2 import ErrorCode
 
 # Kafka's own rule (org.apache.kafka.common.internals.Topic): 1-249 legal characters, not . or ..
 TOPIC_PATTERN = re.compile(r"[a-zA-Z0-9._-]{1,249}")
-ID_HEADER = "kafka-sidecar-id"
 
 
 @dataclass(frozen=True)
