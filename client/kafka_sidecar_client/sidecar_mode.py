@@ -1,15 +1,12 @@
 """Sidecar mode: ``produce()`` only enqueues; threads send batches, read reports, fall back.
 
-Per process (a fork gets a fresh instance). Every event not yet resolved is in exactly one of
-``unsent`` (waiting to be sent, in sequence order) or ``inflight`` (sent to a sidecar or to the
-direct fallback, waiting for its report); a resolved event waits in ``completions`` until the
-app's ``poll()`` runs its callback. ``inflight`` is the truth: a report or ack for an event that
-is no longer there (purged, or re-sent after a failover) is ignored.
+Per process (a fork gets a fresh instance). Where each event is lives in the ``EventLedger``
+(ledger.py); the link to the sidecar is a ``Transport`` (transport.py), the seam unit tests
+replace; this module runs the sender and report threads and the fallback between them.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import os
 import random
@@ -18,7 +15,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException, Message
@@ -30,8 +27,8 @@ from kafka_sidecar_api.v1.sidecar_pb2 import (
     TopicCounters,
 )
 from kafka_sidecar_client.config import ClientSettings, kafka_limit, message_timeout
-from kafka_sidecar_client.counters import ACKED, ATTEMPTS, FAILED, FALLBACK, RESENT, Counters
-from kafka_sidecar_client.delivery import DeliveredMessage, refusal_error, report_error
+from kafka_sidecar_client.counters import FALLBACK
+from kafka_sidecar_client.delivery import DeliveredMessage, refusal_error
 from kafka_sidecar_client.events import (
     INT32,
     INT64,
@@ -45,6 +42,7 @@ from kafka_sidecar_client.events import (
     to_int,
 )
 from kafka_sidecar_client.fallback import DirectFallback
+from kafka_sidecar_client.ledger import EventLedger
 from kafka_sidecar_client.transport import (
     SidecarBackpressure,
     SidecarRefused,
@@ -59,8 +57,6 @@ log = logging.getLogger(__name__)
 THREAD_DEATHS: dict[str, int] = {}
 TransportFactory = Callable[[str, float], Transport]
 
-# (event, error, partition, offset, broker timestamp ms, latency seconds)
-Completion = tuple[Event, KafkaError | None, int, int, int, float]
 State = Literal["sidecar", "fallback"]
 
 
@@ -82,25 +78,15 @@ class SidecarMode:
         self.max_message_bytes = kafka_limit(config, "message.max.bytes", 1_000_000)
         # The app's own delivery deadline, as librdkafka applies it (None: no deadline).
         self.message_timeout = message_timeout(config)
-        self.next_expiry: float | None = None
+        self.ledger = EventLedger(self.message_timeout)
+        self.lock = self.ledger.lock
         self.dead: str | None = None  # why a thread of ours ended; produce() then refuses
-        self.lock = threading.Lock()
-        self.sender_wake = threading.Condition(self.lock)
-        self.poller_wake = threading.Condition(self.lock)
-        self.unsent: deque[Event] = deque()
-        self.inflight: dict[int, Event] = {}
-        self.completions: deque[Completion] = deque()
-        self.outstanding = 0
-        self.next_sequence = 1
-        self.counters = Counters()
-        self.attempts: dict[str, int] = {}  # per topic; folded into counters by the sender
         self.state: State = "sidecar"
         self.fallback_since = 0.0
         self.next_probe = 0.0
         self.live_sidecar: str | None = None
         self.ended_sidecars: set[str] = set()
         self.sender_idle = False
-        self.pollers = 0
         self.flushing = False
         self.closed = False
         self.started = False
@@ -167,17 +153,17 @@ class SidecarMode:
             size,
         )
         with self.lock:
-            if self.outstanding >= self.max_outstanding:
+            if self.ledger.outstanding >= self.max_outstanding:
                 raise BufferError("Local: Queue full")
-            event.sequence = self.next_sequence
-            self.next_sequence += 1
-            self.unsent.append(event)
-            self.outstanding += 1
-            self.attempts[topic] = self.attempts.get(topic, 0) + 1
-            if self.next_expiry is None and self.message_timeout is not None:
-                self.next_expiry = event.started + self.message_timeout
+            event.sequence = self.ledger.next_sequence
+            self.ledger.next_sequence += 1
+            self.ledger.unsent.append(event)
+            self.ledger.outstanding += 1
+            self.ledger.attempts[topic] = self.ledger.attempts.get(topic, 0) + 1
+            if self.ledger.next_expiry is None and self.message_timeout is not None:
+                self.ledger.next_expiry = event.started + self.message_timeout
             if self.sender_idle:
-                self.sender_wake.notify()
+                self.ledger.sender_wake.notify()
         if not self.started:
             self._start()
 
@@ -185,15 +171,15 @@ class SidecarMode:
         """Run the callbacks of resolved events; wait up to ``timeout`` for one (None: forever)."""
         deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
         with self.lock:
-            while not self.completions:
+            while not self.ledger.completions:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return 0
-                self.pollers += 1
-                self.poller_wake.wait(remaining)
-                self.pollers -= 1
-            ready, self.completions = self.completions, deque()
-            self.outstanding -= len(ready)
+                self.ledger.pollers += 1
+                self.ledger.poller_wake.wait(remaining)
+                self.ledger.pollers -= 1
+            ready, self.ledger.completions = self.ledger.completions, deque()
+            self.ledger.outstanding -= len(ready)
         served = 0
         try:
             for event, error, partition, offset, timestamp, latency in ready:
@@ -206,8 +192,8 @@ class SidecarMode:
             if served < len(ready):  # a callback raised: keep the rest for the next poll
                 rest = list(ready)[served:]
                 with self.lock:
-                    self.completions.extendleft(reversed(rest))
-                    self.outstanding += len(rest)
+                    self.ledger.completions.extendleft(reversed(rest))
+                    self.ledger.outstanding += len(rest)
         return served
 
     def flush(self, timeout: float | None = None) -> int:
@@ -215,36 +201,28 @@ class SidecarMode:
         deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
         with self.lock:
             self.flushing = True
-            self.sender_wake.notify()
+            self.ledger.sender_wake.notify()
         try:
             while True:
                 with self.lock:
-                    if self.outstanding == 0:
+                    if self.ledger.outstanding == 0:
                         return 0
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     with self.lock:
-                        return self.outstanding
+                        return self.ledger.outstanding
                 self.poll(0.1 if remaining is None else min(remaining, 0.1))
         finally:
             self.flushing = False
 
     def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
         """Drop events like confluent's purge(); their callbacks report _PURGE_QUEUE/INFLIGHT."""
-        with self.lock:
-            if in_queue:
-                for event in self.unsent:
-                    self._complete(event, KafkaError(KafkaError._PURGE_QUEUE))
-                self.unsent.clear()
-            if in_flight:
-                for event in list(self.inflight.values()):
-                    self._complete(event, KafkaError(KafkaError._PURGE_INFLIGHT))
-                self.inflight.clear()
+        self.ledger.purge(in_queue, in_flight)
         if self.fallback.created:
             self.fallback.producer.purge(in_queue, in_flight, blocking)
 
     def __len__(self) -> int:
-        return self.outstanding
+        return self.ledger.outstanding
 
     def close(self) -> bool:
         """confluent's ``close()``: flush, then stop; ``produce()`` raises afterwards."""
@@ -253,7 +231,7 @@ class SidecarMode:
         self.flush(self.message_timeout)  # every event is resolved by then
         with self.lock:
             self.closed = True
-            self.sender_wake.notify_all()
+            self.ledger.sender_wake.notify_all()
         if self.transport is not None:
             self.transport.close()
         if self.fallback.created:
@@ -262,8 +240,8 @@ class SidecarMode:
 
     def counter_totals(self) -> dict[str, dict[str, int]]:
         with self.lock:
-            self._fold_attempts()
-            return self.counters.as_dict()
+            self.ledger.fold_attempts()
+            return self.ledger.counters.as_dict()
 
     # -- fork -------------------------------------------------------------------------------
 
@@ -315,16 +293,7 @@ class SidecarMode:
             THREAD_DEATHS[name] = THREAD_DEATHS.get(name, 0) + 1
             with self.lock:
                 self.dead = reason
-                self._fail_everything(KafkaError(KafkaError._FAIL, reason))
-
-    def _fail_everything(self, error: KafkaError) -> None:
-        """Resolve every unresolved event with ``error`` (lock held)."""
-        for event in self.unsent:
-            self._complete(event, error)
-        self.unsent.clear()
-        for event in list(self.inflight.values()):
-            self._complete(event, error)
-        self.inflight.clear()
+                self.ledger.fail_everything(KafkaError(KafkaError._FAIL, reason))
 
     def _send_loop(self) -> None:
         while not self.closed:
@@ -339,21 +308,23 @@ class SidecarMode:
     def _send_step(self) -> None:
         """One round: expire what is overdue, then send a batch or take a fallback step."""
         with self.lock:
-            if self.next_expiry is not None and time.monotonic() >= self.next_expiry:
-                self._expire(time.monotonic())
+            if self.ledger.next_expiry is not None and time.monotonic() >= self.ledger.next_expiry:
+                self.ledger.expire(time.monotonic())
             if self.state == "fallback":
                 batch = None
             else:
                 self._wait_for_events()
-                if not self.unsent:
+                if not self.ledger.unsent:
                     return
                 batch = take_batch(
-                    self.unsent, self.settings.batch_max_events, self.settings.batch_max_bytes
+                    self.ledger.unsent,
+                    self.settings.batch_max_events,
+                    self.settings.batch_max_bytes,
                 )
                 for event in batch:  # before the call: a report may arrive before the ack
-                    self.inflight[event.sequence] = event
-                self._fold_attempts()
-                counters = self.counters.snapshot_if_changed()
+                    self.ledger.inflight[event.sequence] = event
+                self.ledger.fold_attempts()
+                counters = self.ledger.counters.snapshot_if_changed()
         if batch is None:
             self._fallback_step()
         else:
@@ -373,52 +344,28 @@ class SidecarMode:
             for event in batch:
                 if (
                     event.accepted_by is None
-                    and self.inflight.pop(event.sequence, None) is not None
+                    and self.ledger.inflight.pop(event.sequence, None) is not None
                 ):
-                    self._complete(event, failure)
-
-    def _expire(self, now: float) -> None:
-        """Resolve events older than the app's message.timeout.ms with _MSG_TIMED_OUT, as
-        librdkafka does (lock held). A sidecar's late report for one is then ignored."""
-        assert self.message_timeout is not None
-        cutoff = now - self.message_timeout
-        oldest: float | None = None
-        expired: list[Event] = []
-        for event in (*self.unsent, *self.inflight.values()):
-            if event.started <= cutoff:
-                expired.append(event)
-            elif oldest is None or event.started < oldest:
-                oldest = event.started
-        if expired:
-            timed_out = KafkaError(KafkaError._MSG_TIMED_OUT, "Local: Message timed out")
-            gone = {id(e) for e in expired}
-            self.unsent = deque(e for e in self.unsent if id(e) not in gone)
-            for event in expired:
-                self.inflight.pop(event.sequence, None)
-                self._complete(event, timed_out)
-        # Nothing outstanding can expire before the oldest of it; later events start later.
-        self.next_expiry = None if oldest is None else oldest + self.message_timeout
+                    self.ledger.complete(event, failure)
 
     def _wait_for_events(self) -> None:
         """Sleep until there is something to send; with a linger, let a batch fill up first."""
-        if not self.unsent and not self.closed:
+        if not self.ledger.unsent and not self.closed:
             wait = 1.0  # back to the loop now and then: an event in flight may expire
-            if self.next_expiry is not None:
-                wait = max(0.0, min(wait, self.next_expiry - time.monotonic()))
+            if self.ledger.next_expiry is not None:
+                wait = max(0.0, min(wait, self.ledger.next_expiry - time.monotonic()))
             self.sender_idle = True
-            self.sender_wake.wait(wait)
+            self.ledger.sender_wake.wait(wait)
             self.sender_idle = False
-            if not self.unsent:
+            if not self.ledger.unsent:
                 return
         linger = self.settings.linger_ms / 1000
-        if linger and not self.flushing and len(self.unsent) < self.settings.batch_max_events:
-            self.sender_wake.wait(linger)
-
-    def _fold_attempts(self) -> None:
-        """Move produce()'s cheap per-topic tallies into the counters (lock held)."""
-        for topic, count in self.attempts.items():
-            self.counters.add(topic, ATTEMPTS, count)
-        self.attempts.clear()
+        if (
+            linger
+            and not self.flushing
+            and len(self.ledger.unsent) < self.settings.batch_max_events
+        ):
+            self.ledger.sender_wake.wait(linger)
 
     def _send(self, batch: list[Event], counters: list[TopicCounters]) -> None:
         assert self.transport is not None
@@ -429,13 +376,13 @@ class SidecarMode:
                 answer = self.transport.emit(request)
         except SidecarBackpressure as pressure:
             with self.lock:
-                self._requeue(batch)
+                self.ledger.requeue(batch)
             time.sleep(pressure.retry_after)
             return
         except SidecarUnreachable as error:
             with self.lock:
                 # A call that timed out may have reached the sidecar: a resend may duplicate.
-                self._requeue(batch, resent=error.maybe_received)
+                self.ledger.requeue(batch, resent=error.maybe_received)
             # One quick retry first: a connection reset (or gRPC's fork bookkeeping) is not an
             # outage; two failures in a row are.
             self.failures += 1
@@ -447,8 +394,8 @@ class SidecarMode:
         except SidecarRefused as error:
             with self.lock:
                 for event in batch:
-                    if self.inflight.pop(event.sequence, None) is not None:
-                        self._complete(event, KafkaError(KafkaError._INVALID_ARG, str(error)))
+                    if self.ledger.inflight.pop(event.sequence, None) is not None:
+                        self.ledger.complete(event, KafkaError(KafkaError._INVALID_ARG, str(error)))
             return
         self.failures = 0
         retry_after = 0.0
@@ -458,13 +405,13 @@ class SidecarMode:
                 if ack.received:
                     event.accepted_by = sidecar
                 elif ack.error_code == ErrorCode.ERROR_CODE_BUFFER_FULL:
-                    self._requeue(batch[index:])
+                    self.ledger.requeue(batch[index:])
                     retry_after = ack.retry_after_ms / 1000
                     break
-                elif self.inflight.pop(event.sequence, None) is not None:
-                    self._complete(event, refusal_error(ack.error_code, ack.error_message))
+                elif self.ledger.inflight.pop(event.sequence, None) is not None:
+                    self.ledger.complete(event, refusal_error(ack.error_code, ack.error_message))
             if sidecar in self.ended_sidecars:  # its stream ended before we heard the ack
-                self._requeue([e for e in batch if e.accepted_by == sidecar], resent=True)
+                self.ledger.requeue([e for e in batch if e.accepted_by == sidecar], resent=True)
         if retry_after:
             time.sleep(retry_after)
 
@@ -510,60 +457,8 @@ class SidecarMode:
                 batch.dropped,
                 self.client_id,
             )
-        if not batch.reports:
-            return
-        now = time.monotonic()
-        with self.lock:
-            inflight = self.inflight
-            for report in batch.reports:
-                event = inflight.pop(report.sequence, None)
-                if event is None:
-                    continue
-                error = None if report.error_code == 0 else report_error(report)
-                self.completions.append(
-                    (
-                        event,
-                        error,
-                        report.partition,
-                        report.offset,
-                        report.timestamp_ms,
-                        now - event.started,
-                    )
-                )
-                self.counters.add(event.topic, ACKED if error is None else FAILED)
-            if self.pollers:
-                self.poller_wake.notify_all()
-
-    def _complete(
-        self,
-        event: Event,
-        error: KafkaError | None,
-        partition: int = -1,
-        offset: int = -1,
-        timestamp: int = 0,
-    ) -> None:
-        """Resolve one event (lock held)."""
-        self.completions.append(
-            (event, error, partition, offset, timestamp, time.monotonic() - event.started)
-        )
-        self.counters.add(event.topic, ACKED if error is None else FAILED)
-        if self.pollers:
-            self.poller_wake.notify_all()
-
-    def _requeue(self, events: Iterable[Event], resent: bool = False) -> None:
-        """Put events still in flight back in front of ``unsent``, in sequence order (lock held)."""
-        back = []
-        for event in events:
-            if self.inflight.pop(event.sequence, None) is not None:
-                if resent and not event.resent:
-                    event.resent = True
-                    self.counters.add(event.topic, RESENT)
-                event.accepted_by = None
-                back.append(event)
-        if back:
-            back.sort(key=lambda e: e.sequence)
-            self.unsent = deque(heapq.merge(back, self.unsent, key=lambda e: e.sequence))
-            self.sender_wake.notify()
+        if batch.reports:
+            self.ledger.resolve(batch.reports)
 
     def _stream_started(self, sidecar: str) -> None:
         """Events another sidecar accepted will never be reported on this stream: resend them."""
@@ -572,10 +467,10 @@ class SidecarMode:
             self.ended_sidecars.discard(sidecar)
             orphans = [
                 e
-                for e in self.inflight.values()
+                for e in self.ledger.inflight.values()
                 if e.accepted_by is not None and e.accepted_by != sidecar
             ]
-            self._requeue(orphans, resent=True)
+            self.ledger.requeue(orphans, resent=True)
 
     def _stream_ended(self, sidecar: str) -> None:
         """A sidecar ends its stream after delivering everything; what is left was lost with it."""
@@ -583,7 +478,7 @@ class SidecarMode:
             if self.live_sidecar == sidecar:
                 self.live_sidecar = None
             self.ended_sidecars.add(sidecar)
-            orphans = [e for e in self.inflight.values() if e.accepted_by == sidecar]
+            orphans = [e for e in self.ledger.inflight.values() if e.accepted_by == sidecar]
             if orphans:
                 log.warning(
                     "Lost the report stream of sidecar %s with %d event(s) unreported; "
@@ -591,7 +486,7 @@ class SidecarMode:
                     sidecar,
                     len(orphans),
                 )
-            self._requeue(orphans, resent=True)
+            self.ledger.requeue(orphans, resent=True)
 
     # -- fallback ---------------------------------------------------------------------------
 
@@ -624,18 +519,18 @@ class SidecarMode:
             # Events a sidecar accepted are never re-sent while its report stream lives: it may
             # still deliver them (a lost stream re-sends them, see _stream_ended). After the
             # drain timeout new events stop waiting for them and go direct.
-            owed = [e for e in self.inflight.values() if e.accepted_by is not None]
+            owed = [e for e in self.ledger.inflight.values() if e.accepted_by is not None]
             if owed and now >= drain_until:
                 owed = []
             batch: list[Event] = []
             if not owed:  # keep order: nothing goes direct before what a sidecar holds
-                batch = list(self.unsent)
-                self.unsent.clear()
+                batch = list(self.ledger.unsent)
+                self.ledger.unsent.clear()
                 for event in batch:
-                    self.inflight[event.sequence] = event
-                    self.counters.add(event.topic, FALLBACK)
-            elif not self.unsent:
-                self.sender_wake.wait(0.05)
+                    self.ledger.inflight[event.sequence] = event
+                    self.ledger.counters.add(event.topic, FALLBACK)
+            elif not self.ledger.unsent:
+                self.ledger.sender_wake.wait(0.05)
         for event in batch:
             self.fallback.send(event, self._delivered_directly)
         self.fallback.poll(0 if batch else 0.05)
@@ -663,12 +558,12 @@ class SidecarMode:
         self, event: Event, error: KafkaError | None, message: Message | None
     ) -> None:
         with self.lock:
-            if self.inflight.pop(event.sequence, None) is None:
+            if self.ledger.inflight.pop(event.sequence, None) is None:
                 return
             if message is None or error is not None:
-                self._complete(event, error)
+                self.ledger.complete(event, error)
             else:
-                self._complete(
+                self.ledger.complete(
                     event,
                     None,
                     message.partition() or 0,
