@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import secrets
 import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import KafkaError, KafkaException
 
 from kafka_sidecar_api.v1.sidecar_pb2 import (
     DeliveryReportBatch,
@@ -27,7 +26,6 @@ from kafka_sidecar_api.v1.sidecar_pb2 import (
     TopicCounters,
 )
 from kafka_sidecar_client.config import ClientSettings, kafka_limit, message_timeout
-from kafka_sidecar_client.counters import FALLBACK
 from kafka_sidecar_client.delivery import DeliveredMessage, refusal_error
 from kafka_sidecar_client.events import (
     INT32,
@@ -41,7 +39,7 @@ from kafka_sidecar_client.events import (
     to_bytes,
     to_int,
 )
-from kafka_sidecar_client.fallback import DirectFallback
+from kafka_sidecar_client.fallback import DirectFallback, FallbackController
 from kafka_sidecar_client.ledger import EventLedger
 from kafka_sidecar_client.transport import (
     SidecarBackpressure,
@@ -56,8 +54,6 @@ log = logging.getLogger(__name__)
 # Client threads that ended on an unexpected error, by thread name (there should be none).
 THREAD_DEATHS: dict[str, int] = {}
 TransportFactory = Callable[[str, float], Transport]
-
-State = Literal["sidecar", "fallback"]
 
 
 class SidecarMode:
@@ -81,9 +77,6 @@ class SidecarMode:
         self.ledger = EventLedger(self.message_timeout)
         self.lock = self.ledger.lock
         self.dead: str | None = None  # why a thread of ours ended; produce() then refuses
-        self.state: State = "sidecar"
-        self.fallback_since = 0.0
-        self.next_probe = 0.0
         self.live_sidecar: str | None = None
         self.ended_sidecars: set[str] = set()
         self.sender_idle = False
@@ -91,13 +84,13 @@ class SidecarMode:
         self.closed = False
         self.started = False
         self.fallback = DirectFallback(config, self.client_id)
+        self.failover = FallbackController(settings, self.ledger, self.fallback, self._healthy)
         # Fork safety: gRPC runs its fork handlers only when no thread is inside a call, so
         # before a fork the sender finishes its call and the report stream is cancelled.
         self.rpc_gate = threading.Lock()
         self.forking = threading.Event()
         self.streaming = threading.Event()
         self._gate_held = False
-        self.failures = 0  # consecutive failed calls
         self.transport: Transport | None = None
 
     # -- the app's calls --------------------------------------------------------------------
@@ -310,7 +303,7 @@ class SidecarMode:
         with self.lock:
             if self.ledger.next_expiry is not None and time.monotonic() >= self.ledger.next_expiry:
                 self.ledger.expire(time.monotonic())
-            if self.state == "fallback":
+            if self.failover.active:
                 batch = None
             else:
                 self._wait_for_events()
@@ -326,7 +319,7 @@ class SidecarMode:
                 self.ledger.fold_attempts()
                 counters = self.ledger.counters.snapshot_if_changed()
         if batch is None:
-            self._fallback_step()
+            self.failover.step()
         else:
             try:
                 self._send(batch, counters)
@@ -383,13 +376,7 @@ class SidecarMode:
             with self.lock:
                 # A call that timed out may have reached the sidecar: a resend may duplicate.
                 self.ledger.requeue(batch, resent=error.maybe_received)
-            # One quick retry first: a connection reset (or gRPC's fork bookkeeping) is not an
-            # outage; two failures in a row are.
-            self.failures += 1
-            if self.failures < 2:
-                time.sleep(0.05)
-            else:
-                self._enter_fallback(str(error))
+            self.failover.call_failed(str(error))
             return
         except SidecarRefused as error:
             with self.lock:
@@ -397,7 +384,7 @@ class SidecarMode:
                     if self.ledger.inflight.pop(event.sequence, None) is not None:
                         self.ledger.complete(event, KafkaError(KafkaError._INVALID_ARG, str(error)))
             return
-        self.failures = 0
+        self.failover.call_succeeded()
         retry_after = 0.0
         with self.lock:
             sidecar = answer.sidecar_id
@@ -488,85 +475,8 @@ class SidecarMode:
                 )
             self.ledger.requeue(orphans, resent=True)
 
-    # -- fallback ---------------------------------------------------------------------------
-
-    def _enter_fallback(self, reason: str) -> None:
-        if self.settings.fallback == "none":
-            log.warning(
-                "Sidecar unreachable (%s); fallback is off, keeping events buffered", reason
-            )
-            time.sleep(self.settings.probe_interval_ms / 1000)
-            return
-        with self.lock:
-            if self.state == "fallback":
-                return
-            self.state = "fallback"
-            self.fallback_since = time.monotonic()
-            self.next_probe = self.fallback_since + self._probe_delay()
-        log.warning(
-            "Sidecar unreachable (%s); producing directly to Kafka until it is back", reason
-        )
-
-    def _probe_delay(self) -> float:
-        interval = self.settings.probe_interval_ms / 1000
-        return interval * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not security
-
-    def _fallback_step(self) -> None:
-        """One round in fallback: drain what a sidecar still owes, send directly, probe."""
-        now = time.monotonic()
-        drain_until = self.fallback_since + self.settings.drain_timeout_ms / 1000
-        with self.lock:
-            # Events a sidecar accepted are never re-sent while its report stream lives: it may
-            # still deliver them (a lost stream re-sends them, see _stream_ended). After the
-            # drain timeout new events stop waiting for them and go direct.
-            owed = [e for e in self.ledger.inflight.values() if e.accepted_by is not None]
-            if owed and now >= drain_until:
-                owed = []
-            batch: list[Event] = []
-            if not owed:  # keep order: nothing goes direct before what a sidecar holds
-                batch = list(self.ledger.unsent)
-                self.ledger.unsent.clear()
-                for event in batch:
-                    self.ledger.inflight[event.sequence] = event
-                    self.ledger.counters.add(event.topic, FALLBACK)
-            elif not self.ledger.unsent:
-                self.ledger.sender_wake.wait(0.05)
-        for event in batch:
-            self.fallback.send(event, self._delivered_directly)
-        self.fallback.poll(0 if batch else 0.05)
-        if time.monotonic() >= self.next_probe:
-            self._probe()
-
-    def _probe(self) -> None:
+    def _healthy(self) -> bool:
+        """The fallback's probe: is the sidecar serving again? (never inside a fork)"""
         assert self.transport is not None
         with self.rpc_gate:
-            healthy = self.transport.healthy()
-        if not healthy:
-            self.next_probe = time.monotonic() + self._probe_delay()
-            return
-        # Back to the sidecar only once the direct producer is empty, so no key is reordered.
-        self.fallback.producer.flush(self.settings.drain_timeout_ms / 1000)
-        if self.fallback.pending():
-            self.next_probe = time.monotonic() + self._probe_delay()
-            return
-        with self.lock:
-            self.state = "sidecar"
-            self.failures = 0
-        log.info("Sidecar is back; producing through it again")
-
-    def _delivered_directly(
-        self, event: Event, error: KafkaError | None, message: Message | None
-    ) -> None:
-        with self.lock:
-            if self.ledger.inflight.pop(event.sequence, None) is None:
-                return
-            if message is None or error is not None:
-                self.ledger.complete(event, error)
-            else:
-                self.ledger.complete(
-                    event,
-                    None,
-                    message.partition() or 0,
-                    message.offset() or 0,
-                    message.timestamp()[1],
-                )
+            return self.transport.healthy()

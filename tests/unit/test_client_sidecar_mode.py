@@ -16,7 +16,8 @@ from kafka_sidecar_api.v1.sidecar_pb2 import DeliveryReport, DeliveryReportBatch
 from kafka_sidecar_client import sidecar_mode
 from kafka_sidecar_client.config import ClientSettings
 from kafka_sidecar_client.events import Event
-from kafka_sidecar_client.fallback import DirectFallback
+from kafka_sidecar_client.fallback import DirectFallback, FallbackController
+from kafka_sidecar_client.ledger import EventLedger
 from kafka_sidecar_client.sidecar_mode import SidecarMode
 from kafka_sidecar_client.transport import SidecarUnreachable, classify
 from tests.unit.scripted_sidecar import NOWHERE, ScriptedSidecar
@@ -240,3 +241,39 @@ def test_a_call_that_may_have_reached_the_sidecar_marks_its_resend_as_a_duplicat
     error = classify(FailedCall(code))
     assert isinstance(error, SidecarUnreachable)
     assert error.maybe_received is maybe_received
+
+
+def controller(fallback: str = "direct", healthy: bool = True) -> FallbackController:
+    settings = ClientSettings.from_env(
+        {"KAFKA_SIDECAR_FALLBACK": fallback, "KAFKA_SIDECAR_PROBE_INTERVAL_MS": "1"}
+    )
+    direct = DirectFallback({"bootstrap.servers": NOWHERE}, "c")
+    return FallbackController(settings, EventLedger(None), direct, lambda: healthy)
+
+
+def test_two_failed_calls_in_a_row_switch_to_the_direct_path() -> None:
+    control = controller()
+    control.call_failed("reset")
+    control.call_succeeded()
+    control.call_failed("reset")
+    assert not control.active  # one failure after a success is a reset, not an outage
+    control.call_failed("down")
+    assert control.active
+
+
+def test_with_fallback_none_the_client_never_goes_direct() -> None:
+    control = controller(fallback="none")
+    for _ in range(3):
+        control.call_failed("down")
+    assert not control.active
+
+
+def test_a_healthy_probe_with_an_empty_direct_producer_returns_to_the_sidecar() -> None:
+    control = controller(healthy=True)
+    control.enter("down")
+    control.probe()
+    assert not control.active
+    unhealthy = controller(healthy=False)
+    unhealthy.enter("down")
+    unhealthy.probe()
+    assert unhealthy.active
