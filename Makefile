@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 PYTEST := $(BIN)/pytest
 BROKERS ?= 1
+# 1: the real node (kubelet, containerd; needs root). 0: Kafka + etcd + kube-apiserver on 127.0.0.1.
+NODE ?= 1
+export NODE
 export GOTOOLCHAIN := local
 
 ##@ Getting started
@@ -64,7 +67,7 @@ proto-check: venv ## Fail when the checked-in generated code differs from what `
 
 ##@ Tests
 .PHONY: test
-test: venv localenv-install ## Every tier: unit, integration, e2e (real Kafka + kube-apiserver)
+test: venv localenv-install ## Every tier: unit, integration, e2e (real Kafka, kube-apiserver, kubelet)
 	$(PYTEST) tests
 
 .PHONY: test-unit
@@ -76,7 +79,7 @@ test-integration: venv localenv-install ## Integration tests against the real Ka
 	$(PYTEST) tests/integration
 
 .PHONY: test-e2e
-test-e2e: venv localenv-install ## End-to-end tests: webhook-mutated pods run locally against Kafka
+test-e2e: venv localenv-install ## End-to-end tests: the operator and sample apps on the real node
 	$(PYTEST) tests/e2e
 
 ##@ Benchmarks
@@ -95,13 +98,13 @@ bench-smoke: venv localenv-install ## A tiny run of the benchmarks (CI runs it s
 kind-deploy: ## Build both images and deploy to a kind cluster (needs Docker; CERT_MANAGER=0 to skip it)
 	hack/kind-up.sh
 
-##@ Local environment (real Kafka + etcd + kube-apiserver on 127.0.0.1)
+##@ Local environment (real Kafka and a real single-node Kubernetes cluster)
 .PHONY: localenv-install
-localenv-install: venv ## Build/fetch Kafka, etcd, kube-apiserver and kubectl into ~/.cache/kafka-sidecar
+localenv-install: venv ## Host packages (apt), Kafka, Kubernetes binaries and images into ~/.cache/kafka-sidecar
 	$(PY) -m kafka_sidecar_localenv install
 
 .PHONY: localenv-up
-localenv-up: localenv-install ## Start the local environment (BROKERS=3 for three Kafka nodes)
+localenv-up: localenv-install ## Start the local environment (BROKERS=3: three Kafka nodes; NODE=0: no kubelet)
 	$(PY) -m kafka_sidecar_localenv up --brokers $(BROKERS)
 
 .PHONY: localenv-env

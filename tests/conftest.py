@@ -96,7 +96,15 @@ def namespace(api_client: k8s.ApiClient) -> Iterator[str]:
     core.delete_namespace(name)
 
 
-SERVER_FIXTURES = {"kafka", "kafka3", "control_plane", "start_sidecar", "operator", "run_pods"}
+SERVER_FIXTURES = {
+    "kafka",
+    "kafka3",
+    "control_plane",
+    "start_sidecar",
+    "operator",
+    "run_pods",
+    "real_node",
+}
 
 
 @pytest.hookimpl(wrapper=True)

@@ -18,7 +18,9 @@ from typing import Any
 from kafka_sidecar_localenv.install import ensure_all, say
 from kafka_sidecar_localenv.kafka import KafkaCluster
 from kafka_sidecar_localenv.kube import ControlPlane
+from kafka_sidecar_localenv.node import NODE_NAME, RealNode, teardown
 from kafka_sidecar_localenv.processes import ComponentError, pid_alive, terminate
+from kafka_sidecar_localenv.versions import CacheLayout, default_layout
 
 
 def state_pids(state: dict[str, Any]) -> list[int]:
@@ -26,7 +28,7 @@ def state_pids(state: dict[str, Any]) -> list[int]:
     return [int(pid) for pid in state.get("pids", [])]
 
 
-def up(root: Path, brokers: int) -> int:
+def up(root: Path, brokers: int, node: bool) -> int:
     state_path = root / "state.json"
     if state_path.exists():
         state = json.loads(state_path.read_text())
@@ -36,9 +38,11 @@ def up(root: Path, brokers: int) -> int:
             return 0
         say("a previous environment is partly down; stopping what is left of it")
         down(root)
-    layout = ensure_all()
+    layout = ensure_all(node=node)
     root.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    if node:
+        return up_node(root, layout, brokers, started)
     kafka = KafkaCluster(layout, root / "kafka", size=brokers)
     plane = ControlPlane(layout, root / "kubernetes")
     try:
@@ -67,16 +71,46 @@ def up(root: Path, brokers: int) -> int:
     return 0
 
 
+def up_node(root: Path, layout: CacheLayout, brokers: int, started: float) -> int:
+    """The real single-node cluster with Kafka on the node's address (pods reach both)."""
+    cluster = RealNode(layout, root / "node", brokers=brokers)
+    try:
+        cluster.start()
+    except ComponentError as error:
+        say(str(error))
+        return 1
+    assert cluster.kafka is not None
+    assert cluster.plane is not None
+    say(
+        f"node {NODE_NAME} Ready, Kafka at {cluster.kafka.bootstrap_servers}, "
+        f"kube-apiserver at {cluster.plane.server}, after {time.monotonic() - started:.0f}s"
+    )
+    state = {
+        "kafka": cluster.kafka.describe(),
+        "kubernetes": {**cluster.plane.describe(), "node": cluster.describe()},
+        "pids": cluster.pids(),
+    }
+    (root / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+    say(f"state written to {root / 'state.json'}")
+    say(f"try: KUBECONFIG={cluster.kubeconfig} {cluster.plane.kubectl} get pods -A -o wide")
+    return 0
+
+
 def down(root: Path) -> int:
     state_path = root / "state.json"
     if not state_path.exists():
         say("nothing to stop (no .localenv/state.json)")
         return 0
     state = json.loads(state_path.read_text())
+    node = state["kubernetes"].get("node")
+    if node:
+        kube = state["kubernetes"]
+        kubectl = [kube["kubectl"], f"--kubeconfig={kube['kubeconfig']}"]
+        teardown(Path(node["workdir"]), default_layout(), kubectl, state_pids(state))
     for pid in state_pids(state):
         terminate(pid, grace=20)
     state_path.unlink()
-    for folder in ("kafka", "kubernetes"):
+    for folder in ("kafka", "kubernetes", "node"):
         shutil.rmtree(root / folder, ignore_errors=True)
     say("stopped every process recorded in the state file")
     return 0
@@ -87,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["install", "up", "down", "status", "env"])
     parser.add_argument("--root", type=Path, default=Path(".localenv"))
     parser.add_argument(
+        "--node",
+        choices=["0", "1"],
+        default=os.environ.get("NODE", "1"),
+        help="1 (default): the real node (root); 0: Kafka + etcd + kube-apiserver on 127.0.0.1",
+    )
+    parser.add_argument(
         "--brokers",
         type=int,
         default=int(os.environ.get("BROKERS", "1")),
@@ -96,11 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     root = args.root.resolve()
     if args.brokers not in (1, 3):
         parser.error(f"--brokers/BROKERS must be 1 or 3, got {args.brokers}")
+    node = args.node == "1"
     if args.command == "install":
-        ensure_all()
+        ensure_all(node=node)
         return 0
     if args.command == "up":
-        return up(root, args.brokers)
+        return up(root, args.brokers, node)
     if args.command == "down":
         return down(root)
     state_path = root / "state.json"

@@ -45,20 +45,38 @@ def with_descendants(pids: Iterable[int]) -> list[int]:
 
 
 def broker_connections(pids: Iterable[int], broker_ports: Iterable[int]) -> int:
-    """Established TCP connections from ``pids`` to any of ``broker_ports`` on loopback."""
+    """Established TCP connections from ``pids`` to any of ``broker_ports``.
+
+    Each process's own network namespace is read (``/proc/PID/net/tcp``), so this counts the
+    processes of a pod on the real node as well as local processes.
+    """
     ports = {f"{port:04X}" for port in broker_ports}
+    pids = list(pids)
     inodes: set[str] = set()
     for pid in pids:
         inodes |= _socket_inodes(pid)
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    counted: set[str] = set()
+    for pid in pids:
+        for table in (f"/proc/{pid}/net/tcp", f"/proc/{pid}/net/tcp6"):
+            try:
+                lines = Path(table).read_text().splitlines()[1:]
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+            for line in lines:
+                fields = line.split()
+                remote_port = fields[2].rsplit(":", 1)[1]
+                if fields[3] == ESTABLISHED and remote_port in ports and fields[9] in inodes:
+                    counted.add(fields[9])
+    return len(counted)
+
+
+def container_pids(container_id: str) -> list[int]:
+    """Host pids of every process in a container (found by the container id in its cgroup)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*/cgroup"):
         try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except FileNotFoundError:
+            if container_id in entry.read_text():
+                found.append(int(entry.parent.name))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
-        for line in lines:
-            fields = line.split()
-            remote_port = fields[2].rsplit(":", 1)[1]
-            if fields[3] == ESTABLISHED and remote_port in ports and fields[9] in inodes:
-                count += 1
-    return count
+    return found

@@ -20,6 +20,7 @@ from pathlib import Path
 from kafka_sidecar_localenv.versions import (
     ETCD_VERSION,
     KAFKA_VERSION,
+    KUBERNETES_COMMANDS,
     KUBERNETES_VERSION,
     LOG4J_VERSION,
     MAVEN_DEPENDENCY_PLUGIN,
@@ -191,12 +192,14 @@ def version_ldflags(version: str) -> str:
 
 
 def ensure_kubernetes(layout: CacheLayout) -> None:
-    """Compile kube-apiserver and a kubectl of the same version from ``k8s.io/kubernetes``.
+    """Compile every Kubernetes binary the local environment runs from ``k8s.io/kubernetes``.
 
     k/k requires its staging modules at v0.0.0 and replaces them with local paths, which a consumer
     cannot see; the wrapper module's replace lines are generated from the go.mod the proxy serves.
+    kube-apiserver and kubectl serve every tier; the controller-manager, scheduler, kubelet and
+    kube-proxy make the real node the e2e tests and the demo run pods on.
     """
-    if layout.kube_apiserver.is_file() and layout.kubectl.is_file():
+    if all(layout.kubernetes_binary(c).is_file() for c in (*KUBERNETES_COMMANDS, "pause")):
         return
     version = KUBERNETES_VERSION
     staging_version = "v0." + version.split(".", 1)[1]
@@ -219,14 +222,13 @@ def ensure_kubernetes(layout: CacheLayout) -> None:
         run(
             ["go", "mod", "edit", f"-require=k8s.io/kubernetes@v{version}"], cwd=scratch, env=GO_ENV
         )
+        imports = "".join(f'\t_ "k8s.io/kubernetes/cmd/{c}"\n' for c in KUBERNETES_COMMANDS)
         (scratch / "tools.go").write_text(
-            "//go:build tools\n\npackage tools\n\nimport (\n"
-            '\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n'
-            '\t_ "k8s.io/kubernetes/cmd/kubectl"\n)\n'
+            f"//go:build tools\n\npackage tools\n\nimport (\n{imports})\n"
         )
         run(["go", "mod", "tidy"], cwd=scratch, env=GO_ENV)
         ldflags = version_ldflags(version)
-        for command in ("kube-apiserver", "kubectl"):
+        for command in KUBERNETES_COMMANDS:
             with step(f"Kubernetes {version}: go build {command}"):
                 run(
                     [
@@ -242,16 +244,78 @@ def ensure_kubernetes(layout: CacheLayout) -> None:
                     cwd=scratch,
                     env=GO_ENV,
                 )
+        build_pause(scratch)
 
-    with step(f"Kubernetes {version}: compiling kube-apiserver and kubectl (cold: about 5 min)"):
+    with step(f"Kubernetes {version}: compiling {', '.join(KUBERNETES_COMMANDS)} (cold: ~12 min)"):
         build_into(layout.kubernetes, build)
 
 
-def ensure_all(layout: CacheLayout | None = None) -> CacheLayout:
-    """Make sure every component is in the cache; cheap when it already is."""
+PAUSE_GO = """// pause: the pod sandbox's process. Sleeps until SIGINT/SIGTERM and reaps orphans.
+package main
+
+import (
+\t"os"
+\t"os/signal"
+\t"syscall"
+)
+
+func main() {
+\tsig := make(chan os.Signal, 8)
+\tsignal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGCHLD)
+\tfor s := range sig {
+\t\tif s != syscall.SIGCHLD {
+\t\t\tos.Exit(0)
+\t\t}
+\t\tfor {
+\t\t\tvar status syscall.WaitStatus
+\t\t\tif pid, err := syscall.Wait4(-1, &status, syscall.WNOHANG, nil); pid <= 0 || err != nil {
+\t\t\t\tbreak
+\t\t\t}
+\t\t}
+\t}
+}
+"""
+
+
+def build_pause(scratch: Path) -> None:
+    """The sandbox image's one binary: registry.k8s.io/pause cannot be pulled without a registry."""
+    source = scratch / "pause-src"
+    source.mkdir()
+    (source / "main.go").write_text(PAUSE_GO)
+    (source / "go.mod").write_text("module example.invalid/pause\n\ngo 1.22\n")
+    run(
+        [
+            "go",
+            "build",
+            "-trimpath",
+            "-ldflags",
+            "-s -w",
+            "-o",
+            str(scratch / "bin" / "pause"),
+            ".",
+        ],
+        cwd=source,
+        env=GO_ENV,
+    )
+
+
+def ensure_all(layout: CacheLayout | None = None, node: bool = True) -> CacheLayout:
+    """Make sure every component is in the cache; cheap when it already is.
+
+    ``node`` adds the real node's host packages (apt, as root) and the container images.
+    """
     layout = layout or default_layout()
     layout.root.mkdir(parents=True, exist_ok=True)
+    if node:
+        from kafka_sidecar_localenv.node import ensure_host_packages  # noqa: PLC0415 - cycle
+
+        with step("host packages for the real node (containerd, runc, CNI, iptables, docker.io)"):
+            ensure_host_packages()
     ensure_kafka(layout)
     ensure_etcd(layout)
     ensure_kubernetes(layout)
+    if node:
+        from kafka_sidecar_localenv.images import ensure_images  # noqa: PLC0415 - cycle
+
+        ensure_images(layout)
     return layout

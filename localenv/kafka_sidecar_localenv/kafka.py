@@ -1,4 +1,6 @@
-"""A real Apache Kafka cluster in KRaft mode (combined broker+controller nodes) on 127.0.0.1.
+"""A real Apache Kafka cluster in KRaft mode (combined broker+controller nodes).
+
+It listens on 127.0.0.1, or on the real node's address when pods must reach it.
 
 One node for tests, three for failover tests and benchmarks; static controller quorum so every
 node is formatted the same way and the cluster forms without ``--standalone``.
@@ -33,10 +35,11 @@ class KafkaNode:
     data_dir: Path
     config_path: Path
     process: ManagedProcess | None = None
+    host: str = "127.0.0.1"
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
 
 def node_properties(node: KafkaNode, voters: str, replication: int) -> str:
@@ -47,8 +50,8 @@ def node_properties(node: KafkaNode, voters: str, replication: int) -> str:
             "process.roles=broker,controller",
             f"node.id={node.node_id}",
             f"controller.quorum.voters={voters}",
-            f"listeners=PLAINTEXT://127.0.0.1:{node.port},CONTROLLER://127.0.0.1:{node.controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{node.port}",
+            f"listeners=PLAINTEXT://{node.address},CONTROLLER://{node.host}:{node.controller_port}",
+            f"advertised.listeners=PLAINTEXT://{node.address}",
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
             "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
@@ -77,6 +80,7 @@ class KafkaCluster:
     workdir: Path
     size: int = 1
     nodes: list[KafkaNode] = field(default_factory=list)
+    host: str = "127.0.0.1"
 
     @property
     def bootstrap_servers(self) -> str:
@@ -103,14 +107,15 @@ class KafkaCluster:
         self.nodes = [
             KafkaNode(
                 node_id=index,
-                port=free_port(),
-                controller_port=free_port(),
+                port=free_port(self.host),
+                controller_port=free_port(self.host),
                 data_dir=self.workdir / f"node{index}" / "data",
                 config_path=self.workdir / f"node{index}" / "server.properties",
+                host=self.host,
             )
             for index in range(1, self.size + 1)
         ]
-        voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
+        voters = ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in self.nodes)
         cluster_id = uuid.uuid4().hex[:22]
         for node in self.nodes:
             node.config_path.parent.mkdir(parents=True, exist_ok=True)

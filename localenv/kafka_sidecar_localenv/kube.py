@@ -1,11 +1,13 @@
-"""A real Kubernetes control plane: etcd plus kube-apiserver on 127.0.0.1, RBAC on.
+"""A real Kubernetes control plane: etcd plus kube-apiserver, RBAC on.
 
-The same pair controller-runtime's envtest runs. There is no kubelet, scheduler or
-controller-manager: pods are stored, not run, and nothing garbage-collects owned objects.
+On its own (127.0.0.1) it is the pair controller-runtime's envtest runs: pods are stored, not run.
+With ``for_node=True`` it listens on the node's address so pods reach it through the ``kubernetes``
+Service, and admits pods as a full cluster does; ``node.py`` adds the rest of the cluster.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 import urllib.request
 from dataclasses import dataclass, field
@@ -53,10 +55,18 @@ class ControlPlane:
     ca: CertificateAuthority | None = None
     admin: KeyPair | None = None
     extra_args: list[str] = field(default_factory=list)
+    host: str = "127.0.0.1"
+    service_cidr: str = "10.0.0.0/24"
+    for_node: bool = False
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.host}:{self.port}"
+
+    @property
+    def service_ip(self) -> str:
+        """The ``kubernetes`` Service's ClusterIP: the first address of the service range."""
+        return str(ipaddress.ip_network(self.service_cidr)[1])
 
     @property
     def kubeconfig(self) -> Path:
@@ -71,7 +81,18 @@ class ControlPlane:
         certs = self.workdir / "pki"
         self.ca = CertificateAuthority.create(certs)
         serving = self.ca.issue(
-            certs, "apiserver", common_name="kube-apiserver", hosts=("127.0.0.1", "localhost")
+            certs,
+            "apiserver",
+            common_name="kube-apiserver",
+            hosts=(
+                "127.0.0.1",
+                "localhost",
+                self.host,
+                self.service_ip,
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+            ),
         )
         self.admin = self.ca.issue(
             certs, "admin", common_name="admin", organization="system:masters", client=True
@@ -97,27 +118,32 @@ class ControlPlane:
         ).start()
         wait_until(self.etcd, lambda: _http_ok(f"{etcd_url}/health"), timeout, "healthy")
 
-        self.port = free_port()
+        self.port = free_port(self.host)
+        # A bare API server has no controller-manager to create ServiceAccounts, so the plugin
+        # would reject every pod; with the node's controllers it stays on, as in any cluster.
+        node_args = (
+            ["--authorization-mode=Node,RBAC", "--kubelet-preferred-address-types=InternalIP"]
+            if self.for_node
+            else ["--authorization-mode=RBAC", "--disable-admission-plugins=ServiceAccount"]
+        )
         self.apiserver = ManagedProcess(
             name="kube-apiserver",
             argv=[
                 str(self.layout.kube_apiserver),
                 f"--etcd-servers={etcd_url}",
                 f"--secure-port={self.port}",
-                "--bind-address=127.0.0.1",
+                f"--bind-address={self.host}",
+                f"--advertise-address={self.host}",
                 f"--cert-dir={certs}",
                 f"--tls-cert-file={serving.cert}",
                 f"--tls-private-key-file={serving.key}",
                 f"--client-ca-file={self.ca.pair.cert}",
-                "--authorization-mode=RBAC",
                 f"--service-account-issuer={self.server}/",
                 f"--service-account-key-file={sa_key}",
                 f"--service-account-signing-key-file={sa_key}",
-                "--service-cluster-ip-range=10.0.0.0/24",
+                f"--service-cluster-ip-range={self.service_cidr}",
                 "--allow-privileged=true",
-                # No controller-manager creates default ServiceAccounts, so this plugin would
-                # reject every pod.
-                "--disable-admission-plugins=ServiceAccount",
+                *node_args,
                 *self.extra_args,
             ],
             log_path=self.workdir / "logs" / "kube-apiserver.log",

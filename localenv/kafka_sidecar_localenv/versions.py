@@ -14,6 +14,15 @@ KAFKA_VERSION = "4.1.1"
 LOG4J_VERSION = "2.25.3"
 MAVEN_DEPENDENCY_PLUGIN = "3.8.1"
 KUBERNETES_VERSION = "1.36.3"
+# Built from k8s.io/kubernetes at KUBERNETES_VERSION; the last four make the real node.
+KUBERNETES_COMMANDS = (
+    "kube-apiserver",
+    "kubectl",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+)
 # etcd 3.6.8 is the release kube-apiserver 1.36 itself requires (and envtest pairs with it).
 ETCD_VERSION = "3.6.8"
 
@@ -46,13 +55,22 @@ class CacheLayout:
     def kafka_libs(self) -> Path:
         return self.kafka / "libs"
 
+    def kubernetes_binary(self, command: str) -> Path:
+        """One of KUBERNETES_COMMANDS, or ``pause`` (the pod sandbox's process)."""
+        return self.kubernetes / "bin" / command
+
     @property
     def kube_apiserver(self) -> Path:
-        return self.kubernetes / "bin" / "kube-apiserver"
+        return self.kubernetes_binary("kube-apiserver")
 
     @property
     def kubectl(self) -> Path:
-        return self.kubernetes / "bin" / "kubectl"
+        return self.kubernetes_binary("kubectl")
+
+    @property
+    def images(self) -> Path:
+        """Images built from the repository's Dockerfiles, one archive per content hash."""
+        return self.root / "images"
 
     @property
     def etcd_binary(self) -> Path:

@@ -1,0 +1,198 @@
+"""The product on a real kubelet: the README's install, opted-in Deployments, nothing lost.
+
+Pods are made by real Deployments and ReplicaSets, mutated by the operator's two replicas behind
+their Service, and run by the kubelet from the images built from this repository's Dockerfiles,
+as non-root UIDs under the restricted Pod Security Standard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+from kafka_sidecar_localenv.connections import broker_connections, container_pids
+from kafka_sidecar_localenv.images import SAMPLE_APP_IMAGE
+from kafka_sidecar_localenv.node import RealNode
+from kafka_sidecar_localenv.podlogs import FollowedLog
+from kafka_sidecar_localenv.sample_app import RESTRICTED, sample_app_deployment
+from tests.e2e.conftest import OPERATOR_NAMESPACE, kubectl_ok, running_pods
+from tests.support import consume_all, create_policy, create_topic, status_of, wait_for
+
+pytestmark = pytest.mark.e2e
+SIDECAR = "kafka-sidecar"
+
+
+def compliant_probe() -> dict[str, Any]:
+    """A dry-run pod the restricted Pod Security Standard admits."""
+    return {
+        "metadata": {"name": "probe", "annotations": {"kafka-sidecar.io/inject": "true"}},
+        "spec": {
+            "securityContext": {"runAsUser": 10001},
+            "containers": [
+                {"name": "app", "image": SAMPLE_APP_IMAGE, "securityContext": RESTRICTED}
+            ],
+        },
+    }
+
+
+def policy_for(node: RealNode, api: k8s.ApiClient, namespace: str, **spec: Any) -> str:
+    """A fresh 3-partition topic and the "orders" policy, once the webhook decides by it."""
+    assert node.kafka is not None
+    topic = create_topic(node.kafka, partitions=3)
+    create_policy(
+        api, namespace, name="orders", sidecar={"bootstrapServers": node.kafka.bootstrap_servers},
+        **spec,
+    )  # fmt: skip
+    core = k8s.CoreV1Api(api)
+    wait_for(
+        lambda: status_of(
+            core.create_namespaced_pod(namespace, compliant_probe(), dry_run="All")
+        ).get("policy"),
+        timeout=60,
+        what="the webhook to decide by the new policy",
+    )
+    return topic
+
+
+def container_id(pod: Any, name: str) -> str:
+    statuses = (pod.status.init_container_statuses or []) + (pod.status.container_statuses or [])
+    found = next(s for s in statuses if s.name == name)
+    return str(found.container_id).split("://", 1)[1]
+
+
+def uids_of(pids: list[int]) -> set[int]:
+    uids = set()
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                uids.add(int(line.split()[1]))
+    return uids
+
+
+def broker_ports(node: RealNode) -> list[int]:
+    assert node.kafka is not None
+    return [n.port for n in node.kafka.nodes]
+
+
+def check_delivery(
+    node: RealNode, topic: str, reports: list[dict[str, Any]], workers: int
+) -> dict[str, int]:
+    """Every acked event is in Kafka, in order per key, with no gap up to the last produced."""
+    assert node.kafka is not None
+    assert len(reports) == workers, f"every worker reports at exit: {reports}"
+    assert all(r["failed"] == 0 and r["unflushed"] == 0 for r in reports), reports
+    expected = sum(r["produced"] for r in reports)
+    last = {k: v for r in reports for k, v in r["last"].items()}
+    seen: dict[str, int] = {}
+    duplicates = 0
+    for message in consume_all(node.kafka.bootstrap_servers, topic, expected, timeout=120):
+        record = json.loads(message.value() or b"{}")
+        key, seq = record["key"], record["seq"]
+        if seq <= seen.get(key, -1):
+            duplicates += 1
+            continue
+        assert seq == seen.get(key, -1) + 1, f"{key}: {seq} after {seen.get(key)}"
+        seen[key] = seq
+    assert seen == last, "some events never reached Kafka"
+    return {"events": expected, "duplicates": duplicates}
+
+
+def sidecar_metric(pod: Any, name: str) -> float:
+    url = f"http://{pod.status.pod_ip}:9464/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+def test_the_install_path_runs_two_operator_replicas_behind_the_webhook_service(
+    installed_operator: RealNode, node_api: k8s.ApiClient
+) -> None:
+    core = k8s.CoreV1Api(node_api)
+    operators = running_pods(
+        core, OPERATOR_NAMESPACE, "app.kubernetes.io/name=kafka-sidecar-operator", 2
+    )
+    for pod in operators:
+        pids = container_pids(container_id(pod, "operator"))
+        assert pids
+        assert uids_of(pids) == {65532}, "the operator runs as the image's non-root UID"
+    webhook = json.loads(
+        kubectl_ok(installed_operator, "get", "mutatingwebhookconfiguration", "-o", "json")
+    )
+    ours = [w for item in webhook["items"] for w in item["webhooks"]]
+    assert ours
+    assert all(w["clientConfig"].get("caBundle") for w in ours), "self-managed TLS set the caBundle"
+    assert all("service" in w["clientConfig"] for w in ours), "reached through its Service"
+
+
+def test_a_deployment_at_100_percent_runs_non_root_apps_through_their_sidecars_and_loses_nothing(
+    installed_operator: RealNode, node_api: k8s.ApiClient, app_namespace: str
+) -> None:
+    node = installed_operator
+    assert node.kafka is not None
+    core = k8s.CoreV1Api(node_api)
+    topic = policy_for(node, node_api, app_namespace)
+    workers = 3
+    deployment = sample_app_deployment(
+        "orders", SAMPLE_APP_IMAGE, node.kafka.bootstrap_servers, topic, workers, rate=100
+    )
+    k8s.AppsV1Api(node_api).create_namespaced_deployment(app_namespace, deployment)
+    pods = running_pods(core, app_namespace, "app=orders", 2)
+    logs = [FollowedLog(node.kubectl_argv(), app_namespace, p.metadata.name).start() for p in pods]
+
+    for pod in pods:
+        assert status_of(pod)["decision"] == "injected"
+        init = {c.name: c for c in pod.spec.init_containers or []}
+        assert init[SIDECAR].restart_policy == "Always", "a native sidecar"
+        sidecar_started = next(
+            s for s in pod.status.init_container_statuses if s.name == SIDECAR
+        ).state.running.started_at
+        app_started = pod.status.container_statuses[0].state.running.started_at
+        assert app_started >= sidecar_started, "the startup probe gates the app"
+        apps = container_pids(container_id(pod, "app"))
+        sidecars = container_pids(container_id(pod, SIDECAR))
+        assert uids_of(apps) == {10001}
+        assert uids_of(sidecars) == {65532}
+    time.sleep(8)
+    for pod in pods:
+        apps = container_pids(container_id(pod, "app"))
+        sidecars = container_pids(container_id(pod, SIDECAR))
+        assert len(apps) == workers + 1, "the pre-fork parent and its workers"
+        assert broker_connections(apps, broker_ports(node)) == 0, "apps must not talk to Kafka"
+        assert broker_connections(sidecars, broker_ports(node)) >= 1
+        assert sidecar_metric(pod, "kafka_sidecar_events_accepted_total") > 0
+
+    # A sidecar killed inside a running pod: the kubelet restarts it and the apps return to it.
+    victim = pods[0]
+    for pid in container_pids(container_id(victim, SIDECAR)):
+        os.kill(pid, signal.SIGKILL)
+
+    def restarted() -> Any:
+        pod = core.read_namespaced_pod(victim.metadata.name, app_namespace)
+        status = next(s for s in pod.status.init_container_statuses if s.name == SIDECAR)
+        return pod if status.restart_count >= 1 and status.ready else None
+
+    victim = wait_for(restarted, timeout=90, what="the kubelet to restart the sidecar")
+    wait_for(
+        lambda: sidecar_metric(victim, "kafka_sidecar_events_accepted_total") > 0,
+        timeout=60,
+        what="the apps to return to the restarted sidecar",
+    )
+
+    # Deleting the pods: the apps stop first, then each sidecar delivers what it accepted.
+    kubectl_ok(node, "delete", "deployment", "orders", "-n", app_namespace, "--wait=true")
+    reports = [r for log in logs for r in log.reports()]
+    assert {r["mode"] for r in reports} == {"sidecar"}
+    result = check_delivery(node, topic, reports, workers * len(pods))
+    assert result["events"] > 1000
