@@ -68,7 +68,7 @@ proto-check: venv ## Fail when the checked-in generated code differs from what `
 ##@ Tests
 .PHONY: test
 test: venv localenv-install ## Every tier: unit, integration, e2e (real Kafka, kube-apiserver, kubelet)
-	$(PYTEST) tests
+	$(PYTEST) tests/unit tests/integration tests/e2e
 
 .PHONY: test-unit
 test-unit: venv ## Unit tests only: nothing running

@@ -196,3 +196,46 @@ def test_a_deployment_at_100_percent_runs_non_root_apps_through_their_sidecars_a
     assert {r["mode"] for r in reports} == {"sidecar"}
     result = check_delivery(node, topic, reports, workers * len(pods))
     assert result["events"] > 1000
+
+
+def test_half_the_pods_at_50_percent_and_both_paths_deliver_everything(
+    installed_operator: RealNode, node_api: k8s.ApiClient, app_namespace: str
+) -> None:
+    node = installed_operator
+    assert node.kafka is not None
+    core, apps = k8s.CoreV1Api(node_api), k8s.AppsV1Api(node_api)
+    topic = policy_for(
+        node, node_api, app_namespace, rollout={"percentage": 50, "granularity": "pod"}
+    )
+    deployment = sample_app_deployment(
+        "orders", SAMPLE_APP_IMAGE, node.kafka.bootstrap_servers, topic, workers=1, rate=100,
+        replicas=4,
+    )  # fmt: skip
+    apps.create_namespaced_deployment(app_namespace, deployment)
+    pods = running_pods(core, app_namespace, "app=orders", 4)
+    if len({status_of(p)["decision"] for p in pods}) < 2:  # 1 in 8: all four fell on one side
+        apps.patch_namespaced_deployment_scale("orders", app_namespace, {"spec": {"replicas": 8}})
+        pods = running_pods(core, app_namespace, "app=orders", 8)
+    logs = [FollowedLog(node.kubectl_argv(), app_namespace, p.metadata.name).start() for p in pods]
+    assert {status_of(p)["decision"] for p in pods} == {"injected", "skipped"}
+    time.sleep(5)
+    for pod in pods:
+        injected = status_of(pod)["decision"] == "injected"
+        direct = broker_connections(container_pids(container_id(pod, "app")), broker_ports(node))
+        assert (direct == 0) if injected else (direct >= 1), (pod.metadata.name, direct)
+    kubectl_ok(node, "delete", "deployment", "orders", "-n", app_namespace, "--wait=true")
+    reports = [r for log in logs for r in log.reports()]
+    assert {r["mode"] for r in reports} == {"sidecar", "direct"}
+    check_delivery(node, topic, reports, len(pods))
+
+
+def test_the_node_facts_are_recorded_for_localenv_users(real_node: RealNode) -> None:
+    facts = real_node.describe()
+    assert facts["name"] == "kafka-sidecar-node"
+    assert facts["ip"] == "10.77.77.1"
+    assert facts["pod_cidr"] == "10.244.77.0/24"
+    assert str(facts["container_runtime_endpoint"]).startswith("unix://")
+    nodes = json.loads(kubectl_ok(real_node, "get", "nodes", "-o", "json"))["items"]
+    assert [n["metadata"]["name"] for n in nodes] == [facts["name"]]
+    addresses = {a["type"]: a["address"] for a in nodes[0]["status"]["addresses"]}
+    assert addresses["InternalIP"] == facts["ip"]

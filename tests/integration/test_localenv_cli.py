@@ -29,7 +29,8 @@ def test_up_writes_state_twice_safely_and_down_stops_exactly_what_it_started(
 ) -> None:
     root = tmp_path / ".localenv"
     try:
-        first = localenv(root, "up")
+        # --node 0: the e2e session's real node owns the node's bridges; its facts are tested there.
+        first = localenv(root, "up", "--node", "0")
         assert first.returncode == 0, first.stderr
         state = json.loads((root / "state.json").read_text())
         assert state["kafka"]["bootstrap_servers"].startswith("127.0.0.1:")
@@ -57,7 +58,7 @@ def test_up_writes_state_twice_safely_and_down_stops_exactly_what_it_started(
         ).stdout
         assert "namespace/default" in namespaces
 
-        second = localenv(root, "up")
+        second = localenv(root, "up", "--node", "0")
         assert second.returncode == 0, second.stderr
         assert "already running" in second.stderr
         assert json.loads((root / "state.json").read_text())["pids"] == pids
