@@ -1,8 +1,10 @@
 """Sidecar mode: ``produce()`` only enqueues; threads send batches, read reports, fall back.
 
 Per process (a fork gets a fresh instance). Where each event is lives in the ``EventLedger``
-(ledger.py); the link to the sidecar is a ``Transport`` (transport.py), the seam unit tests
-replace; this module runs the sender and report threads and the fallback between them.
+(ledger.py), the sender thread is ``Sender`` (sender.py), going direct and back is the
+``FallbackController`` (fallback.py), and the link to the sidecar is a ``Transport``
+(transport.py), the seam unit tests replace. This module is the app's API, the report thread,
+and fork handling.
 """
 
 from __future__ import annotations
@@ -21,29 +23,23 @@ from confluent_kafka import KafkaError, KafkaException
 
 from kafka_sidecar_api.v1.sidecar_pb2 import (
     DeliveryReportBatch,
-    ErrorCode,
-    ProduceBatch,
-    TopicCounters,
 )
 from kafka_sidecar_client.config import ClientSettings, kafka_limit, message_timeout
-from kafka_sidecar_client.delivery import DeliveredMessage, refusal_error
+from kafka_sidecar_client.delivery import DeliveredMessage
 from kafka_sidecar_client.events import (
     INT32,
     INT64,
     DeliveryCallback,
     Event,
-    add_to_batch,
     check_topic,
     normalize_headers,
-    take_batch,
     to_bytes,
     to_int,
 )
 from kafka_sidecar_client.fallback import DirectFallback, FallbackController
 from kafka_sidecar_client.ledger import EventLedger
+from kafka_sidecar_client.sender import Sender
 from kafka_sidecar_client.transport import (
-    SidecarBackpressure,
-    SidecarRefused,
     SidecarTransport,
     SidecarUnreachable,
     Transport,
@@ -79,8 +75,6 @@ class SidecarMode:
         self.dead: str | None = None  # why a thread of ours ended; produce() then refuses
         self.live_sidecar: str | None = None
         self.ended_sidecars: set[str] = set()
-        self.sender_idle = False
-        self.flushing = False
         self.closed = False
         self.started = False
         self.fallback = DirectFallback(config, self.client_id)
@@ -92,6 +86,9 @@ class SidecarMode:
         self.streaming = threading.Event()
         self._gate_held = False
         self.transport: Transport | None = None
+        self.sender = Sender(
+            self.ledger, settings, self.client_id, self.failover, self.rpc_gate, self.ended_sidecars
+        )
 
     # -- the app's calls --------------------------------------------------------------------
 
@@ -155,7 +152,7 @@ class SidecarMode:
             self.ledger.attempts[topic] = self.ledger.attempts.get(topic, 0) + 1
             if self.ledger.next_expiry is None and self.message_timeout is not None:
                 self.ledger.next_expiry = event.started + self.message_timeout
-            if self.sender_idle:
+            if self.sender.idle:
                 self.ledger.sender_wake.notify()
         if not self.started:
             self._start()
@@ -193,7 +190,7 @@ class SidecarMode:
         """Wait until every event is resolved and its callback ran; returns how many are left."""
         deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
         with self.lock:
-            self.flushing = True
+            self.sender.flushing = True
             self.ledger.sender_wake.notify()
         try:
             while True:
@@ -206,7 +203,7 @@ class SidecarMode:
                         return self.ledger.outstanding
                 self.poll(0.1 if remaining is None else min(remaining, 0.1))
         finally:
-            self.flushing = False
+            self.sender.flushing = False
 
     def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
         """Drop events like confluent's purge(); their callbacks report _PURGE_QUEUE/INFLIGHT."""
@@ -223,7 +220,7 @@ class SidecarMode:
             return True
         self.flush(self.message_timeout)  # every event is resolved by then
         with self.lock:
-            self.closed = True
+            self.closed = self.sender.closed = True
             self.ledger.sender_wake.notify_all()
         if self.transport is not None:
             self.transport.close()
@@ -264,8 +261,10 @@ class SidecarMode:
                 return
             self.started = True
         factory = self.transport_factory or SidecarTransport  # looked up now: a test seam
-        self.transport = factory(self.settings.address, self.settings.rpc_timeout_ms / 1000)
-        for target, name in ((self._send_loop, "sender"), (self._report_loop, "reports")):
+        self.transport = self.sender.transport = factory(
+            self.settings.address, self.settings.rpc_timeout_ms / 1000
+        )
+        for target, name in ((self.sender.run, "sender"), (self._report_loop, "reports")):
             threading.Thread(
                 target=self._guarded,
                 args=(target, name),
@@ -287,120 +286,6 @@ class SidecarMode:
             with self.lock:
                 self.dead = reason
                 self.ledger.fail_everything(KafkaError(KafkaError._FAIL, reason))
-
-    def _send_loop(self) -> None:
-        while not self.closed:
-            try:
-                self._send_step()
-            except Exception:
-                # A bug of ours must not stop the sender: the step's own events were resolved
-                # where that was possible; keep serving the others.
-                log.exception("Unexpected error in the client's sender; carrying on")
-                time.sleep(0.05)
-
-    def _send_step(self) -> None:
-        """One round: expire what is overdue, then send a batch or take a fallback step."""
-        with self.lock:
-            if self.ledger.next_expiry is not None and time.monotonic() >= self.ledger.next_expiry:
-                self.ledger.expire(time.monotonic())
-            if self.failover.active:
-                batch = None
-            else:
-                self._wait_for_events()
-                if not self.ledger.unsent:
-                    return
-                batch = take_batch(
-                    self.ledger.unsent,
-                    self.settings.batch_max_events,
-                    self.settings.batch_max_bytes,
-                )
-                for event in batch:  # before the call: a report may arrive before the ack
-                    self.ledger.inflight[event.sequence] = event
-                self.ledger.fold_attempts()
-                counters = self.ledger.counters.snapshot_if_changed()
-        if batch is None:
-            self.failover.step()
-        else:
-            try:
-                self._send(batch, counters)
-            except Exception as error:
-                self._send_failed(batch, error)
-                raise
-
-    def _send_failed(self, batch: list[Event], error: Exception) -> None:
-        """An unexpected error while sending: every event of the batch no sidecar took gets an
-        error report; events a sidecar accepted still get theirs from it."""
-        failure = KafkaError(
-            KafkaError._FAIL, f"kafka-sidecar client: {type(error).__name__}: {error}"
-        )
-        with self.lock:
-            for event in batch:
-                if (
-                    event.accepted_by is None
-                    and self.ledger.inflight.pop(event.sequence, None) is not None
-                ):
-                    self.ledger.complete(event, failure)
-
-    def _wait_for_events(self) -> None:
-        """Sleep until there is something to send; with a linger, let a batch fill up first."""
-        if not self.ledger.unsent and not self.closed:
-            wait = 1.0  # back to the loop now and then: an event in flight may expire
-            if self.ledger.next_expiry is not None:
-                wait = max(0.0, min(wait, self.ledger.next_expiry - time.monotonic()))
-            self.sender_idle = True
-            self.ledger.sender_wake.wait(wait)
-            self.sender_idle = False
-            if not self.ledger.unsent:
-                return
-        linger = self.settings.linger_ms / 1000
-        if (
-            linger
-            and not self.flushing
-            and len(self.ledger.unsent) < self.settings.batch_max_events
-        ):
-            self.ledger.sender_wake.wait(linger)
-
-    def _send(self, batch: list[Event], counters: list[TopicCounters]) -> None:
-        assert self.transport is not None
-        request = ProduceBatch(client_id=self.client_id, app=self.settings.app, counters=counters)
-        add_to_batch(request, batch)
-        try:
-            with self.rpc_gate:
-                answer = self.transport.emit(request)
-        except SidecarBackpressure as pressure:
-            with self.lock:
-                self.ledger.requeue(batch)
-            time.sleep(pressure.retry_after)
-            return
-        except SidecarUnreachable as error:
-            with self.lock:
-                # A call that timed out may have reached the sidecar: a resend may duplicate.
-                self.ledger.requeue(batch, resent=error.maybe_received)
-            self.failover.call_failed(str(error))
-            return
-        except SidecarRefused as error:
-            with self.lock:
-                for event in batch:
-                    if self.ledger.inflight.pop(event.sequence, None) is not None:
-                        self.ledger.complete(event, KafkaError(KafkaError._INVALID_ARG, str(error)))
-            return
-        self.failover.call_succeeded()
-        retry_after = 0.0
-        with self.lock:
-            sidecar = answer.sidecar_id
-            for index, (event, ack) in enumerate(zip(batch, answer.acks, strict=True)):
-                if ack.received:
-                    event.accepted_by = sidecar
-                elif ack.error_code == ErrorCode.ERROR_CODE_BUFFER_FULL:
-                    self.ledger.requeue(batch[index:])
-                    retry_after = ack.retry_after_ms / 1000
-                    break
-                elif self.ledger.inflight.pop(event.sequence, None) is not None:
-                    self.ledger.complete(event, refusal_error(ack.error_code, ack.error_message))
-            if sidecar in self.ended_sidecars:  # its stream ended before we heard the ack
-                self.ledger.requeue([e for e in batch if e.accepted_by == sidecar], resent=True)
-        if retry_after:
-            time.sleep(retry_after)
 
     def _report_loop(self) -> None:
         assert self.transport is not None

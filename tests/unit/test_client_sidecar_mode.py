@@ -12,12 +12,19 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import Producer as ConfluentProducer
 
-from kafka_sidecar_api.v1.sidecar_pb2 import DeliveryReport, DeliveryReportBatch, ProduceBatch
+from kafka_sidecar_api.v1.sidecar_pb2 import (
+    DeliveryReport,
+    DeliveryReportBatch,
+    ErrorCode,
+    ProduceBatch,
+    ProduceBatchAck,
+)
 from kafka_sidecar_client import sidecar_mode
 from kafka_sidecar_client.config import ClientSettings
 from kafka_sidecar_client.events import Event
 from kafka_sidecar_client.fallback import DirectFallback, FallbackController
 from kafka_sidecar_client.ledger import EventLedger
+from kafka_sidecar_client.sender import Sender
 from kafka_sidecar_client.sidecar_mode import SidecarMode
 from kafka_sidecar_client.transport import SidecarUnreachable, classify
 from tests.unit.scripted_sidecar import NOWHERE, ScriptedSidecar
@@ -277,3 +284,40 @@ def test_a_healthy_probe_with_an_empty_direct_producer_returns_to_the_sidecar() 
     unhealthy.enter("down")
     unhealthy.probe()
     assert unhealthy.active
+
+
+class PartlyFull(ScriptedSidecar):
+    """Accepts the first event of a batch, answers BUFFER_FULL for the rest, refuses 'bad'."""
+
+    def emit(self, request: ProduceBatch) -> ProduceBatchAck:
+        answer = ProduceBatchAck(sidecar_id="s1")
+        for index, event in enumerate(request.events):
+            if event.topic == "bad":
+                answer.acks.add(
+                    sequence=event.sequence, error_code=ErrorCode.ERROR_CODE_INVALID_TOPIC
+                )
+            elif index == 0:
+                answer.acks.add(received=True, sequence=event.sequence)
+            else:
+                answer.acks.add(
+                    sequence=event.sequence, error_code=ErrorCode.ERROR_CODE_BUFFER_FULL
+                )
+        return answer
+
+
+def test_the_sender_keeps_order_on_buffer_full_and_fails_a_refused_event_at_once() -> None:
+    ledger = EventLedger(None)
+    settings = ClientSettings.from_env({"KAFKA_SIDECAR_MODE": "sidecar"})
+    failover = FallbackController(settings, ledger, DirectFallback({}, "c"), lambda: True)
+    sender = Sender(ledger, settings, "c", failover, threading.Lock(), set())
+    sender.transport = PartlyFull()
+    for sequence, topic in ((1, "t"), (2, "bad"), (3, "t"), (4, "t")):
+        event = Event(topic, b"v", None, -1, 0, None, None, 1)
+        event.sequence = sequence
+        ledger.unsent.append(event)
+    sender.step()
+    assert [e.sequence for e in ledger.unsent] == [3, 4]
+    assert [(e.sequence, e.accepted_by) for e in ledger.inflight.values()] == [(1, "s1")]
+    assert [(c[0].sequence, c[1].code()) for c in ledger.completions if c[1]] == [
+        (2, KafkaError.TOPIC_EXCEPTION)
+    ]
