@@ -1,10 +1,12 @@
-"""``make demo``: the product on the local environment, rolled out 0 → 50 → 100 %.
+"""``make demo``: the product on a real single-node cluster, rolled out 0 → 50 → 100 %.
 
-Starts three Kafka brokers, etcd + kube-apiserver, the operator, and a fleet of sample-app pods
-(multi-process producers) run by the local pod runner. At each rollout step the pods are
-recreated (as a rolling restart would) and measured: broker connections, events/s, delivery
-success and fallback ratios, and ``kubectl get ksp``. Ends with a summary and a PNG chart in
-demo-output/. ``KEEP=1`` leaves everything running.
+Starts three Kafka brokers and the local Kubernetes node (kubelet, containerd, the images built
+from this repository's Dockerfiles), installs the operator the way the README says (CRDs, then
+``manifests/selfsigned``), and runs a Deployment of sample-app pods (multi-process producers, as a
+non-root UID). Each rollout step is what a user does: ``kubectl apply`` of the policy's new
+percentage, then ``kubectl rollout restart``. Each step is measured: broker connections, events/s,
+delivery success and fallback ratios, and ``kubectl get ksp``. Ends with a summary and a PNG chart
+in demo-output/. ``KEEP=1`` leaves everything running.
 """
 
 from __future__ import annotations
@@ -21,14 +23,12 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 
 from kafka_sidecar_localenv.__main__ import down, up
-from kafka_sidecar_localenv.connections import broker_connections, with_descendants
-from kafka_sidecar_localenv.operator import OperatorProcess
-from kafka_sidecar_localenv.podrunner import LocalPod
-from kafka_sidecar_localenv.sample_app import sample_app_pod
+from kafka_sidecar_localenv.connections import broker_connections, container_pids
+from kafka_sidecar_localenv.images import SAMPLE_APP_IMAGE
+from kafka_sidecar_localenv.podlogs import FollowedLog
+from kafka_sidecar_localenv.sample_app import sample_app_deployment
 from kafka_sidecar_operator.fallback import client_totals
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,18 +43,36 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def kubectl(state: dict[str, Any], *args: str, stdin: str | None = None) -> str:
-    return subprocess.run(
-        [
-            state["kubernetes"]["kubectl"],
-            f"--kubeconfig={state['kubernetes']['kubeconfig']}",
-            *args,
-        ],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+class Cluster:
+    """kubectl against the local environment, from its state file."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.state = state
+        kube = state["kubernetes"]
+        self.argv = [kube["kubectl"], f"--kubeconfig={kube['kubeconfig']}"]
+
+    def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 300) -> str:
+        proc = subprocess.run(
+            [*self.argv, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def apply(self, body: dict[str, Any]) -> None:
+        self.kubectl("apply", "-f", "-", stdin=json.dumps(body))
+
+    def pods(self) -> list[dict[str, Any]]:
+        """The Deployment's running pods (not those being deleted)."""
+        items = json.loads(
+            self.kubectl("get", "pods", "-n", NAMESPACE, "-l", "app=orders", "-o", "json")
+        )
+        return [p for p in items["items"] if "deletionTimestamp" not in p["metadata"]]
 
 
 def end_offsets(bootstrap: str) -> int:
@@ -69,65 +87,82 @@ def end_offsets(bootstrap: str) -> int:
         consumer.close()
 
 
-def sidecar_fallback(pods: list[LocalPod]) -> tuple[float, float]:
-    """Summed client attempts and fallbacks the pods' sidecars expose."""
+def pod_pids(pod: dict[str, Any]) -> list[int]:
+    statuses = pod["status"].get("initContainerStatuses", []) + pod["status"].get(
+        "containerStatuses", []
+    )
+    return [
+        pid
+        for status in statuses
+        if status.get("containerID")
+        for pid in container_pids(status["containerID"].split("://", 1)[1])
+    ]
+
+
+def injected(pod: dict[str, Any]) -> bool:
+    return any(c["name"] == "kafka-sidecar" for c in pod["spec"].get("initContainers", []))
+
+
+def sidecar_fallback(pods: list[dict[str, Any]]) -> tuple[float, float]:
+    """Summed client attempts and fallbacks the pods' sidecars expose on their metrics port."""
     attempts = fallback = 0.0
-    for pod in pods:
-        for sidecar in pod.sidecars:
-            port = sidecar.spec["ports"][0]["containerPort"]
-            try:
-                with urllib.request.urlopen(f"http://{pod.ip}:{port}/metrics", timeout=2) as r:
-                    pod_attempts, pod_fallback = client_totals(r.read().decode())
-            except OSError:
-                continue
-            attempts += pod_attempts
-            fallback += pod_fallback
+    for pod in filter(injected, pods):
+        try:
+            url = f"http://{pod['status']['podIP']}:9464/metrics"
+            with urllib.request.urlopen(url, timeout=2) as response:
+                pod_attempts, pod_fallback = client_totals(response.read().decode())
+        except OSError:
+            continue
+        attempts += pod_attempts
+        fallback += pod_fallback
     return attempts, fallback
 
 
+def follow(cluster: Cluster, pods: list[dict[str, Any]]) -> list[FollowedLog]:
+    """Follow each app's log: its delivery report is printed when the pod is stopped."""
+    return [FollowedLog(cluster.argv, NAMESPACE, p["metadata"]["name"]).start() for p in pods]
+
+
+def delivery(logs: list[FollowedLog]) -> float:
+    reports = [r for log in logs for r in log.reports()]
+    produced = sum(r["produced"] for r in reports)
+    return sum(r["acked"] for r in reports) / produced if produced else 0.0
+
+
+def policy(bootstrap: str, percentage: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "kafka-sidecar.io/v1alpha1",
+        "kind": "KafkaSidecarPolicy",
+        "metadata": {"name": "orders", "namespace": NAMESPACE},
+        "spec": {
+            "selector": {"matchLabels": {"app": "orders"}},
+            "rollout": {"percentage": percentage, "granularity": "pod"},
+            "sidecar": {"bootstrapServers": bootstrap},
+        },
+    }
+
+
 def run_step(
-    step: int,
-    state: dict[str, Any],
-    core: k8s.CoreV1Api,
-    custom: k8s.CustomObjectsApi,
-    ports: list[int],
-    workdir: Path,
+    step: int, cluster: Cluster, ports: list[int], logs: list[FollowedLog]
 ) -> dict[str, Any]:
-    bootstrap = state["kafka"]["bootstrap_servers"]
-    custom.patch_namespaced_custom_object(
-        "kafka-sidecar.io",
-        "v1alpha1",
-        NAMESPACE,
-        "kafkasidecarpolicies",
-        "orders",
-        {"spec": {"rollout": {"percentage": step}}},
-    )
-    time.sleep(2)  # the policy reaches the webhook's index
-    names = [f"orders-{step}-{i}" for i in range(PODS)]
-    for name in names:
-        body: Any = sample_app_pod(f"orders-s{step}", bootstrap, TOPIC, WORKERS, RATE, name=name)
-        core.create_namespaced_pod(NAMESPACE, body)
-
-    def write_status(namespace: str, name: str, status: dict[str, Any]) -> None:
-        core.patch_namespaced_pod_status(name, namespace, {"status": status})
-
-    pods = [
-        LocalPod(
-            core.api_client.sanitize_for_serialization(core.read_namespaced_pod(name, NAMESPACE)),
-            workdir / f"step{step}" / str(name),
-            write_status,
-        ).start()
-        for name in names
-    ]
-    injected = sum(bool(p.sidecars) for p in pods)
+    """Apply the new percentage, restart the Deployment, measure; returns the step's row and
+    leaves the new pods' logs followed (their reports come when the next step replaces them)."""
+    bootstrap = cluster.state["kafka"]["bootstrap_servers"]
+    cluster.apply(policy(bootstrap, step))
+    time.sleep(3)  # both operator replicas' webhooks see the new percentage
+    cluster.kubectl("rollout", "restart", "deployment/orders", "-n", NAMESPACE)
+    cluster.kubectl("rollout", "status", "deployment/orders", "-n", NAMESPACE, "--timeout=300s")
+    previous = delivery(logs)
+    pods = cluster.pods()
+    logs[:] = follow(cluster, pods)
+    count = sum(map(injected, pods))
     time.sleep(3)
     start_offsets, started = end_offsets(bootstrap), time.monotonic()
     peak = 0
-    say(f"  step {step:>3}%: {injected}/{PODS} pods injected; measuring {MEASURE_SECONDS}s")
+    say(f"  step {step:>3}%: {count}/{len(pods)} pods injected; measuring {MEASURE_SECONDS}s")
     while time.monotonic() - started < MEASURE_SECONDS:
         time.sleep(2)
-        pids = with_descendants([pid for p in pods for pid in p.pids()])
-        connections = broker_connections(pids, ports)
+        connections = broker_connections([pid for p in pods for pid in pod_pids(p)], ports)
         peak = max(peak, connections)
         rate = (end_offsets(bootstrap) - start_offsets) / (time.monotonic() - started)
         say(
@@ -136,29 +171,18 @@ def run_step(
         )
     rate = (end_offsets(bootstrap) - start_offsets) / (time.monotonic() - started)
     attempts, fallback = sidecar_fallback(pods)
-    ksp = kubectl(state, "get", "ksp", "-n", NAMESPACE).splitlines()[1]
-    for pod in pods:
-        pod.stop()
-    reports = [
-        json.loads(line)
-        for p in pods
-        for line in (p.workdir / "logs" / "app.log").read_text().splitlines()
-        if line.startswith("{")
-    ]
-    produced = sum(r["produced"] for r in reports)
-    acked = sum(r["acked"] for r in reports)
-    for name in names:
-        core.delete_namespaced_pod(name, NAMESPACE, grace_period_seconds=0)
+    if step == STEPS[-1]:
+        (OUT / "pods.txt").write_text(cluster.kubectl("get", "pods", "-A", "-o", "wide"))
     return {
         "step": step,
-        "injected_pods": injected,
-        "pods": PODS,
-        "processes": PODS * (WORKERS + 1),
+        "injected_pods": count,
+        "pods": len(pods),
+        "processes": len(pods) * (WORKERS + 1),
         "broker_connections": peak,
         "events_per_second": rate,
-        "delivery_success": acked / produced if produced else 0,
+        "previous_step_delivery": previous,
         "fallback_ratio": fallback / attempts if attempts else None,
-        "ksp": ksp,
+        "ksp": cluster.kubectl("get", "ksp", "-n", NAMESPACE).splitlines()[1],
     }
 
 
@@ -197,71 +221,62 @@ def chart(rows: list[dict[str, Any]]) -> Path:
     return path
 
 
+def install(cluster: Cluster) -> None:
+    """The README's install path, then the demo's namespace, topic, policy and Deployment."""
+    say("== Installing the operator: kubectl apply -k manifests/crd, then manifests/selfsigned")
+    cluster.kubectl("apply", "-k", str(ROOT / "manifests" / "crd"))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s",
+        "crd/kafkasidecarpolicies.kafka-sidecar.io",
+    )  # fmt: skip
+    cluster.kubectl("apply", "-k", str(ROOT / "manifests" / "selfsigned"))
+    cluster.kubectl(
+        "rollout", "status", "-n", "kafka-sidecar-system",
+        "deployment/kafka-sidecar-operator", "--timeout=300s",
+    )  # fmt: skip
+    labels = {
+        "kafka-sidecar.io/injection": "enabled",
+        "pod-security.kubernetes.io/enforce": "restricted",
+    }
+    cluster.apply(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "labels": labels}}
+    )
+    bootstrap = cluster.state["kafka"]["bootstrap_servers"]
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(TOPIC, num_partitions=6, replication_factor=3)])[TOPIC].result(30)
+    cluster.apply(policy(bootstrap, STEPS[0]))
+    deployment = sample_app_deployment(
+        "orders", SAMPLE_APP_IMAGE, bootstrap, TOPIC, WORKERS, RATE, replicas=PODS
+    )
+    deployment["metadata"]["namespace"] = NAMESPACE
+    # The whole new set starts before the old one stops: quicker steps, same evidence.
+    deployment["spec"]["strategy"] = {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": "100%", "maxUnavailable": 0},
+    }
+    cluster.apply(deployment)
+    cluster.kubectl("rollout", "status", "deployment/orders", "-n", NAMESPACE, "--timeout=300s")
+
+
 def main() -> int:
     keep = os.environ.get("KEEP") == "1"
     OUT.mkdir(exist_ok=True)
-    say("== Starting the local environment: 3 Kafka brokers, etcd, kube-apiserver")
-    if up(STATE, brokers=3) != 0:
+    say("== Starting the local environment: 3 Kafka brokers and a real Kubernetes node")
+    if up(STATE, brokers=3, node=True) != 0:
         return 1
-    state = json.loads((STATE / "state.json").read_text())
-    operator = OperatorProcess(
-        Path(state["kubernetes"]["kubeconfig"]),
-        STATE / "operator",
-        env={"KAFKA_SIDECAR_OPERATOR_FALLBACK_INTERVAL": "2"},
-    )
+    cluster = Cluster(json.loads((STATE / "state.json").read_text()))
     rows: list[dict[str, Any]] = []
     try:
-        say("== Installing the CRD and starting the operator (webhook on 127.0.0.1)")
-        kubectl(state, "apply", "-k", str(ROOT / "crds"))
-        kubectl(
-            state,
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/kafkasidecarpolicies.kafka-sidecar.io",
-        )
-        operator.start()
-        api = k8s_config.new_client_from_config(config_file=state["kubernetes"]["kubeconfig"])  # type: ignore[no-untyped-call]
-        core, custom = k8s.CoreV1Api(api), k8s.CustomObjectsApi(api)
-        kubectl(
-            state,
-            "apply",
-            "-f",
-            "-",
-            stdin=json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Namespace",
-                    "metadata": {
-                        "name": NAMESPACE,
-                        "labels": {"kafka-sidecar.io/injection": "enabled"},
-                    },
-                }
-            ),
-        )
-        bootstrap = state["kafka"]["bootstrap_servers"]
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        admin.create_topics([NewTopic(TOPIC, num_partitions=6, replication_factor=3)])[
-            TOPIC
-        ].result(30)
-        policy: Any = {
-            "apiVersion": "kafka-sidecar.io/v1alpha1",
-            "kind": "KafkaSidecarPolicy",
-            "metadata": {"name": "orders"},
-            "spec": {
-                "selector": {"matchLabels": {"app": "orders"}},
-                "rollout": {"percentage": 0, "granularity": "pod"},
-                "sidecar": {"bootstrapServers": bootstrap},
-            },
-        }
-        custom.create_namespaced_custom_object(
-            "kafka-sidecar.io", "v1alpha1", NAMESPACE, "kafkasidecarpolicies", policy
-        )
-        ports = [int(b["address"].rsplit(":", 1)[1]) for b in state["kafka"]["brokers"]]
+        install(cluster)
+        ports = [int(b["address"].rsplit(":", 1)[1]) for b in cluster.state["kafka"]["brokers"]]
         say(f"== Fleet: {PODS} pods x {WORKERS} forked producer processes, {RATE} events/s each")
+        logs = follow(cluster, cluster.pods())
         for step in STEPS:
-            rows.append(run_step(step, state, core, custom, ports, STATE / "pods"))
-            say(table(rows[-1:]).splitlines()[-1])
+            rows.append(run_step(step, cluster, ports, logs))
+        cluster.kubectl("scale", "deployment/orders", "-n", NAMESPACE, "--replicas=0")
+        finals = [r["previous_step_delivery"] for r in rows[1:]] + [delivery(logs)]
+        for row, delivered in zip(rows, finals, strict=True):
+            row["delivery_success"] = delivered
         summary = table(rows)
         (OUT / "summary.md").write_text(summary + "\n")
         (OUT / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
@@ -271,22 +286,17 @@ def main() -> int:
         if after:
             say(
                 f"\nBroker connections {before} -> {after} ({before / after:.1f}x fewer); "
-                f"chart: {path.relative_to(ROOT)}"
+                f"chart: {path.relative_to(ROOT)}; pods at 100%: demo-output/pods.txt"
             )
     finally:
         if keep:
-            state_path = STATE / "state.json"
-            recorded = json.loads(state_path.read_text())
-            recorded["pids"].insert(0, operator.pid)  # so make localenv-down stops it too
-            state_path.write_text(json.dumps(recorded, indent=2) + "\n")
             say(
                 f"\nKEEP=1: everything is still running. Look at it with:\n"
                 f"  eval $(make -s localenv-env)\n  kubectl get ksp -n {NAMESPACE}\n"
-                f"  kubectl describe ksp orders -n {NAMESPACE}\n"
-                f"Stop it with: make localenv-down (operator pid {operator.pid})"
+                f"  kubectl get pods -A -o wide\n"
+                f"Stop it with: make localenv-down"
             )
         else:
-            operator.stop()
             down(STATE)
     return 0
 

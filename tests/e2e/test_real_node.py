@@ -239,3 +239,51 @@ def test_the_node_facts_are_recorded_for_localenv_users(real_node: RealNode) -> 
     assert [n["metadata"]["name"] for n in nodes] == [facts["name"]]
     addresses = {a["type"]: a["address"] for a in nodes[0]["status"]["addresses"]}
     assert addresses["InternalIP"] == facts["ip"]
+
+
+def test_a_crash_looping_sidecar_raises_the_fallback_alert_which_clears_after_recovery(
+    installed_operator: RealNode, node_api: k8s.ApiClient, app_namespace: str
+) -> None:
+    node = installed_operator
+    assert node.kafka is not None
+    core, custom = k8s.CoreV1Api(node_api), k8s.CustomObjectsApi(node_api)
+    alert_spec = {"alert": {"maxRatio": 0.1, "window": "30s", "sustainedFor": "1s"}}
+    topic = policy_for(node, node_api, app_namespace, fallback=alert_spec)
+    deployment = sample_app_deployment(
+        "orders", SAMPLE_APP_IMAGE, node.kafka.bootstrap_servers, topic, workers=2, rate=100,
+        replicas=1,
+    )  # fmt: skip
+    k8s.AppsV1Api(node_api).create_namespaced_deployment(app_namespace, deployment)
+    name = running_pods(core, app_namespace, "app=orders", 1)[0].metadata.name
+    logs = [FollowedLog(node.kubectl_argv(), app_namespace, name).start()]
+
+    def alert() -> dict[str, Any]:
+        body: Any = custom.get_namespaced_custom_object(
+            "kafka-sidecar.io", "v1alpha1", app_namespace, "kafkasidecarpolicies", "orders"
+        )
+        found = {c["type"]: c for c in (body.get("status") or {}).get("conditions", [])}
+        condition: dict[str, Any] = found.get("FallbackAlert", {})
+        return condition
+
+    wait_for(lambda: alert().get("reason") == "FallbackRatioOk", timeout=90, what="alert Ok")
+
+    def crash_sidecar() -> bool:
+        """Kill the sidecar whenever the kubelet brings it back; True once the alert fires."""
+        pod = core.read_namespaced_pod(name, app_namespace)
+        status = next(s for s in pod.status.init_container_statuses if s.name == SIDECAR)
+        if status.state.running is not None and status.container_id:
+            for pid in container_pids(status.container_id.split("://", 1)[1]):
+                os.kill(pid, signal.SIGKILL)
+        return alert().get("status") == "True"
+
+    wait_for(crash_sidecar, timeout=240, what="FallbackAlert=True while the sidecar crash-loops")
+    warnings = [
+        e
+        for e in core.list_namespaced_event(app_namespace).items
+        if e.reason == "FallbackAlert" and e.type == "Warning"
+    ]
+    assert warnings, "a Warning Event on the policy"
+    wait_for(lambda: alert().get("status") == "False", timeout=300, what="the alert to clear")
+    kubectl_ok(node, "delete", "deployment", "orders", "-n", app_namespace, "--wait=true")
+    reports = [r for log in logs for r in log.reports()]
+    check_delivery(node, topic, reports, 2)
