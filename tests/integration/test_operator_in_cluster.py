@@ -461,7 +461,10 @@ spec:
 
 
 def test_status_is_written_while_the_prometheus_rule_cannot_be(
-    api_client: k8s.ApiClient, control_plane: ControlPlane, enabled_namespace: str
+    api_client: k8s.ApiClient,
+    control_plane: ControlPlane,
+    enabled_namespace: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     kubectl(control_plane, "apply", "-f", "-", stdin=PROMETHEUS_RULE_CRD)
     kubectl(
@@ -471,13 +474,75 @@ def test_status_is_written_while_the_prometheus_rule_cannot_be(
         "--timeout=30s",
         "crd/prometheusrules.monitoring.coreos.com",
     )
-    # Without a controller-manager a quota's usage is never computed: every create it covers is
-    # refused, as missing rights or an exhausted quota would refuse it in a cluster.
-    quota = {
-        "metadata": {"name": "no-rules"},
-        "spec": {"hard": {"count/prometheusrules.monitoring.coreos.com": "0"}},
+    # Every PrometheusRule write in the namespace is refused, as missing rights or an exhausted
+    # quota would refuse it in a cluster.
+    deny = unique_name("deny-rules")
+    policy_body_: Any = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": deny},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": ["monitoring.coreos.com"],
+                        "apiVersions": ["*"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["prometheusrules"],
+                    }
+                ]
+            },
+            "validations": [{"expression": "false", "message": "PrometheusRules refused here"}],
+        },
     }
-    k8s.CoreV1Api(api_client).create_namespaced_resource_quota(enabled_namespace, quota)
+    binding: Any = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": deny},
+        "spec": {
+            "policyName": deny,
+            "validationActions": ["Deny"],
+            "matchResources": {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": enabled_namespace}
+                }
+            },
+        },
+    }
+    kubectl(control_plane, "apply", "-f", "-", stdin=json.dumps(policy_body_))
+    kubectl(control_plane, "apply", "-f", "-", stdin=json.dumps(binding))
+    request.addfinalizer(
+        lambda: kubectl(
+            control_plane,
+            "delete",
+            "validatingadmissionpolicybinding,validatingadmissionpolicy",
+            deny,
+            check=False,
+        )
+    )
+    probe = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "probe"},
+        "spec": {},
+    }
+
+    def refused() -> bool:
+        try:
+            k8s.CustomObjectsApi(api_client).create_namespaced_custom_object(
+                "monitoring.coreos.com",
+                "v1",
+                enabled_namespace,
+                "prometheusrules",
+                probe,
+                dry_run="All",
+            )
+        except k8s.ApiException as error:
+            return bool(error.status in (403, 422))
+        return False
+
+    wait_for(refused, what="PrometheusRule writes refused")
     create_policy(api_client, enabled_namespace)
     core = k8s.CoreV1Api(api_client)
     wait_policy_active(core, enabled_namespace)
@@ -502,7 +567,9 @@ def test_a_policy_carries_no_finalizer_and_is_deleted_while_the_operator_is_away
         lambda: read_policy(api_client, enabled_namespace).get("status", {}).get("conditions"),
         what="the policy reconciled",
     )
-    assert not read_policy(api_client, enabled_namespace)["metadata"].get("finalizers")
+    reconciled = read_policy(api_client, enabled_namespace)["metadata"]
+    assert not reconciled.get("finalizers")
+    assert not [k for k in reconciled.get("annotations") or {} if k.startswith("kopf.")]
     operator.kill()
     try:
         k8s.CustomObjectsApi(api_client).delete_namespaced_custom_object(
@@ -628,6 +695,14 @@ def test_hostile_metrics_endpoints_neither_grow_the_operator_nor_slow_the_webhoo
         )
         core.create_namespaced_pod(enabled_namespace, own)
         mark_running(core, enabled_namespace, "own", "127.0.0.5", ready=True)
+        wait_for(  # the operator knows the pods (after a restart it may still be listing them)
+            lambda: (
+                read_policy(api_client, enabled_namespace).get("status", {}).get("injectedPods")
+                == 3
+            ),
+            timeout=60,
+            what="the three injected pods in the policy's status",
+        )
 
         before = peak_rss_mib(operator.pid)
         failed_before = scrapes(operator.metrics(), "failed")

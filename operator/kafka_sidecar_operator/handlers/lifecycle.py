@@ -68,6 +68,7 @@ class Running:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     health: web.AppRunner | None = None
     registered: bool = False
+    pods_indexed: bool = False
 
 
 @kopf.on.startup()
@@ -109,7 +110,13 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
     if config.health_port:
         running.health = await serve_health(config.health_port, lambda: view.complete)
     reconciler = Reconciler(
-        config, api, view, pods_by_namespace, options.identity, options.priority
+        config,
+        api,
+        view,
+        pods_by_namespace,
+        options.identity,
+        options.priority,
+        pods_indexed=lambda: running.pods_indexed,
     )
     running.tasks.append(asyncio.create_task(reconciler.run_forever()))
 

@@ -12,10 +12,11 @@ import asyncio
 import datetime
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import kopf
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
@@ -46,6 +47,7 @@ from kafka_sidecar_operator.scraping import Scraper
 log = logging.getLogger(__name__)
 INTERVAL_SECONDS = 1.0
 LEADERSHIP_CHECK_SECONDS = 2.0
+SLOW_ROUND_SECONDS = 5.0
 RULE_ABSENT_RETRY_SECONDS = 300.0  # no PrometheusRule CRD: it may be installed later
 RULE_ERROR_RETRY_SECONDS = 60.0
 
@@ -91,6 +93,7 @@ class Reconciler:
     pods: Mapping[str, Iterable[PodView]]
     identity: str
     priority: int
+    pods_indexed: Callable[[], bool] = lambda: True
     scraper: Scraper = field(default_factory=Scraper)
     state: ReconcileState = field(default_factory=ReconcileState)
     _leading: bool = False
@@ -100,10 +103,17 @@ class Reconciler:
         while True:
             started = time.monotonic()
             try:
-                if self.view.complete and await self.leads():
+                # Counting from a pod index still being filled (after a start) would report
+                # pods missing and clear a firing alert: wait for kopf to have listed them all.
+                if self.view.complete and self.pods_indexed() and await self.leads():
                     await self.round()
             except Exception:
                 log.exception("Policy status round failed; retrying")
+            took = time.monotonic() - started
+            if took > SLOW_ROUND_SECONDS:
+                log.warning(
+                    "Policy status round took %.1fs for %d policies", took, len(self.view.all())
+                )
             await asyncio.sleep(max(0.1, INTERVAL_SECONDS - (time.monotonic() - started)))
 
     async def round(self) -> None:
@@ -271,3 +281,14 @@ def policy_reference(policy: Policy) -> dict[str, Any]:
 
 def event_fields(event: EventSpec) -> tuple[str, str, str]:
     return event.type, event.reason, event.message
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def pods_indexed(memo: kopf.Memo, **_: Any) -> None:
+    """kopf calls this only once every index (the pods') is filled: the reconciler's go signal.
+
+    An event handler, not a timer: it puts no finalizer on the policy and writes nothing to it.
+    """
+    running = memo.get("running")
+    if running is not None:
+        running.pods_indexed = True
