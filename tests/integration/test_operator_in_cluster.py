@@ -3,6 +3,7 @@ pods and endpoints — against the real kube-apiserver."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import datetime
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from cryptography import x509
 from kubernetes import client as k8s
 
@@ -32,7 +34,11 @@ from kafka_sidecar_localenv.kube import ControlPlane
 from kafka_sidecar_localenv.operator import OperatorProcess
 from kafka_sidecar_localenv.processes import free_port
 from kafka_sidecar_operator import tls
+from kafka_sidecar_operator.conditions import PodView
+from kafka_sidecar_operator.fallback import PodSample
+from kafka_sidecar_operator.pod_record import StatusRecord
 from kafka_sidecar_operator.rollout import bucket, selected
+from kafka_sidecar_operator.scraping import Scraper
 from kafka_sidecar_operator.webhook import webhook_configuration
 from tests.conftest import SERVER_LOGS
 from tests.integration.test_operator_lifecycle import Endpoint, mark_running
@@ -271,6 +277,17 @@ def test_every_replica_answers_from_every_policy_also_while_peering_pauses_it(
         for n in range(20):
             status = admit(process, review(namespace, pod_body(f"web-{n}")))
             assert status.get("reason") == "injected", (process.process, status)
+    # The leader goes; the standby takes over writing status (kopf resumes it at once when the
+    # leader leaves the peering on SIGTERM).
+    leader, standby = (first, second) if not kopf_paused(first) else (second, first)
+    leader.stop()
+    k8s.CoreV1Api(api_client).create_namespaced_pod(namespace, pod_body("after"))
+    wait_for(
+        lambda: read_policy(api_client, namespace).get("status", {}).get("matchedPods") == 1,
+        what="status written by the replica left",
+    )
+    status = admit(standby, review(namespace, pod_body("later")))
+    assert status.get("reason") == "injected", status
 
 
 def test_a_replica_is_ready_only_once_its_answers_include_every_policy(
@@ -863,3 +880,36 @@ def test_a_forced_renewal_keeps_the_ca_bundle_and_the_old_certificate_trusted(
     ca = x509.load_pem_x509_certificate(renewed.ca_cert)
     for served in (first.cert, renewed.cert):  # the other replica's, and the renewed one
         x509.load_pem_x509_certificate(served).verify_directly_issued_by(ca)
+
+
+def test_scrapes_run_at_most_the_concurrency_limit_at_once() -> None:
+    """Many pods answering slowly: the scraper never has more requests in flight than allowed."""
+    in_flight = peak = 0
+
+    async def slow(_: web.Request) -> web.Response:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.2)
+        in_flight -= 1
+        return web.Response(text='kafka_sidecar_client_events_total{outcome="attempts"} 1\n')
+
+    async def scrape_twenty() -> list[PodSample]:
+        app = web.Application()
+        app.add_routes([web.get("/metrics", slow)])
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            pods = [
+                PodView("ns", f"p{n}", {}, True, StatusRecord(), "127.0.0.1", port, True, True)
+                for n in range(20)
+            ]
+            return await Scraper(concurrency=4).scrape_all(pods)
+        finally:
+            await runner.cleanup()
+
+    samples = asyncio.run(scrape_twenty())
+    assert len(samples) == 20
+    assert peak == 4
