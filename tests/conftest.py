@@ -11,7 +11,6 @@ import subprocess
 import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes import client as k8s
@@ -21,7 +20,6 @@ from kafka_sidecar_localenv import processes
 from kafka_sidecar_localenv.kafka import KafkaCluster
 from kafka_sidecar_localenv.kube import ControlPlane
 from kafka_sidecar_localenv.operator import OperatorProcess
-from kafka_sidecar_localenv.podrunner import LocalPod
 from kafka_sidecar_localenv.sidecar import SidecarProcess
 from kafka_sidecar_localenv.versions import CacheLayout, default_layout
 from tests.support import create_topic, unique_name
@@ -102,7 +100,6 @@ SERVER_FIXTURES = {
     "control_plane",
     "start_sidecar",
     "operator",
-    "run_pods",
     "real_node",
 }
 
@@ -228,31 +225,3 @@ def enabled_namespace(api_client: k8s.ApiClient, operator: OperatorProcess) -> I
         time.sleep(0.3)
     yield name
     core.delete_namespace(name)
-
-
-@pytest.fixture
-def run_pods(api_client: k8s.ApiClient, tmp_path: Path) -> Iterator[Callable[..., list[LocalPod]]]:
-    """Run pods the API server stored (after the webhook) as local processes; stop them after."""
-    core = k8s.CoreV1Api(api_client)
-    running: list[LocalPod] = []
-
-    def write_status(namespace: str, name: str, status: dict[str, Any]) -> None:
-        core.patch_namespaced_pod_status(name, namespace, {"status": status})
-
-    def run(namespace: str, names: list[str]) -> list[LocalPod]:
-        started = []
-        for name in names:
-            stored = core.read_namespaced_pod(name, namespace)
-            body = api_client.sanitize_for_serialization(stored)
-            pod = LocalPod(body, tmp_path / "pods" / name, write_status)
-            running.append(pod)
-            for path in ("sidecar", "app"):
-                SERVER_LOGS[f"{name}/{path}"] = (
-                    pod.workdir / "logs" / ("kafka-sidecar.log" if path == "sidecar" else "app.log")
-                )
-            started.append(pod.start())
-        return started
-
-    yield run
-    for pod in running:
-        pod.stop(timeout=30)

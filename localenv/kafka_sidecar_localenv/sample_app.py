@@ -1,53 +1,8 @@
-"""The sample app's pod, as a ReplicaSet would create it: for the e2e tests and the demo."""
+"""The sample app's Deployment on the real node: for the e2e tests and the demo."""
 
 from __future__ import annotations
 
 from typing import Any
-
-
-def sample_app_pod(
-    owner: str, bootstrap: str, topic: str, workers: int, rate: int, name: str | None = None
-) -> dict[str, Any]:
-    """An opted-in pod running examples/producer_app.py, owned by ReplicaSet ``owner``
-    (``<deployment>-<template hash>``); with no ``name`` it gets a generated one."""
-    template_hash = owner.rsplit("-", 1)[1]
-    metadata: dict[str, Any] = {
-        "labels": {"app": "orders", "pod-template-hash": template_hash},
-        "annotations": {"kafka-sidecar.io/inject": "true"},
-        "ownerReferences": [
-            {
-                "apiVersion": "apps/v1",
-                "kind": "ReplicaSet",
-                "name": owner,
-                "uid": f"uid-{owner}",
-                "controller": True,
-            }
-        ],
-    }
-    if name:
-        metadata["name"] = name
-    else:
-        metadata["generateName"] = f"{owner}-"
-    return {
-        "metadata": metadata,
-        "spec": {
-            "terminationGracePeriodSeconds": 40,
-            "containers": [
-                {
-                    "name": "app",
-                    "image": "orders:1",
-                    "command": ["python", "examples/producer_app.py"],
-                    "env": [
-                        {"name": "KAFKA_BOOTSTRAP_SERVERS", "value": bootstrap},
-                        {"name": "APP_TOPIC", "value": topic},
-                        {"name": "APP_WORKERS", "value": str(workers)},
-                        {"name": "APP_RATE", "value": str(rate)},
-                    ],
-                }
-            ],
-        },
-    }
-
 
 # The restricted Pod Security Standard, which the e2e namespaces enforce.
 RESTRICTED = {
