@@ -86,10 +86,13 @@ owner = st.fixed_dictionaries(
 metadata = st.fixed_dictionaries(
     {
         "generateName": st.sampled_from(["web-"] * 9 + ["Web-"]),
-        "annotations": st.fixed_dictionaries(
-            {"kafka-sidecar.io/inject": st.sampled_from(["true", "true", "TRUE", "no"])},
-            optional={key: odd_text for key in OURS} | {"big": huge_text, "note": odd_text},
-        ),
+        "annotations": st.tuples(
+            st.fixed_dictionaries(
+                {"kafka-sidecar.io/inject": st.sampled_from(["true", "true", "TRUE", "no"])},
+                optional={"big": huge_text, "note": odd_text},
+            ),
+            st.dictionaries(st.sampled_from(OURS), odd_text, max_size=2),
+        ).map(lambda parts: {**parts[1], **parts[0]}),
     },
     optional={
         "labels": st.dictionaries(

@@ -264,14 +264,17 @@ def test_every_replica_answers_from_every_policy_also_while_peering_pauses_it(
     api_client: k8s.ApiClient, replicas: Callable[[], OperatorProcess], namespace: str
 ) -> None:
     first = replicas()
-    wait_for(lambda: ready(first), what="the first replica ready")
     create_policy(api_client, namespace, rollout={"percentage": 100, "granularity": "pod"})
     second = replicas()
-    wait_for(lambda: ready(second), what="the second replica ready")
     # One of the two keeps its kopf watches paused in favour of the other (peering priorities).
     wait_for(
         lambda: sorted(kopf_paused(p) for p in (first, second)) == [False, True],
         what="kopf peering to pause exactly one replica",
+    )
+    leader = first if not kopf_paused(first) else second
+    wait_for(
+        lambda: admit(leader, review(namespace, pod_body("probe"))).get("reason") == "injected",
+        what="the policy known to the leader",
     )
     for process in (first, second):
         for n in range(20):
@@ -279,7 +282,7 @@ def test_every_replica_answers_from_every_policy_also_while_peering_pauses_it(
             assert status.get("reason") == "injected", (process.process, status)
     # The leader goes; the standby takes over writing status (kopf resumes it at once when the
     # leader leaves the peering on SIGTERM).
-    leader, standby = (first, second) if not kopf_paused(first) else (second, first)
+    standby = second if leader is first else first
     leader.stop()
     k8s.CoreV1Api(api_client).create_namespaced_pod(namespace, pod_body("after"))
     wait_for(
