@@ -12,8 +12,10 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from kafka_sidecar_operator import rotation
+from kafka_sidecar_operator.conditions import PodView, count, count_all
 from kafka_sidecar_operator.fallback import FallbackTracker, PodSample
 from kafka_sidecar_operator.leadership import leading
+from kafka_sidecar_operator.policies import Policy
 from kafka_sidecar_operator.policy_view import PolicyView
 from kafka_sidecar_operator.quantities import parse_quantity, resource_problem
 from kafka_sidecar_operator.scraping import BodyRefused, BoundedBody
@@ -179,3 +181,34 @@ def test_renewing_the_ca_trusts_old_and_new_until_the_old_expires() -> None:
     third = rotation.plan(second, HOSTS, now + datetime.timedelta(days=366))
     assert third is not None
     assert len(x509.load_pem_x509_certificates(third.bundle)) == 1  # expired CAs leave
+
+
+def test_counting_all_policies_at_once_gives_each_policy_its_own_count() -> None:
+    def policy(name: str, app: str | None, created: str) -> Policy:
+        selector = {"matchLabels": {"app": app}} if app else {}
+        return Policy.from_body(
+            {
+                "metadata": {"name": name, "namespace": "ns", "creationTimestamp": created},
+                "spec": {"selector": selector, "sidecar": {"bootstrapServers": "k"}},
+            }
+        )
+
+    def pod(name: str, app: str) -> PodView:
+        return PodView.from_body(
+            {
+                "metadata": {
+                    "name": name,
+                    "namespace": "ns",
+                    "labels": {"app": app},
+                    "annotations": {"kafka-sidecar.io/inject": "true"},
+                },
+                "spec": {"containers": [{"name": "app"}]},
+            }
+        )
+
+    policies = [policy("all", None, "2026-01-02"), policy("web", "web", "2026-01-01")]
+    pods = [pod("a", "web"), pod("b", "web"), pod("c", "db")]
+    together = count_all(policies, pods)
+    assert together == {p.key: count(p, policies, pods) for p in policies}
+    assert (together["ns/web"].matched, together["ns/all"].matched) == (2, 1)
+    assert together["ns/all"].overlapping == ("ns/web",)

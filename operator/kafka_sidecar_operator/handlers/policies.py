@@ -63,7 +63,8 @@ class RuleState:
 
 @dataclass
 class ReconcileState:
-    """What outlives one round, per policy key."""
+    """What outlives one round, per policy object (``state_key``: a policy deleted and made
+    again under its name starts afresh)."""
 
     trackers: dict[str, FallbackTracker] = field(default_factory=dict)
     last_scrape: dict[str, float] = field(default_factory=dict)
@@ -118,7 +119,7 @@ class Reconciler:
 
     async def round(self) -> None:
         policies = self.view.all()
-        self.state.forget_all_but({p.key for p in policies})
+        self.state.forget_all_but({state_key(p) for p in policies})
         counts: dict[str, Counts] = {}
         for namespace in sorted({p.namespace for p in policies}):
             # A snapshot on the loop (kopf updates the index there); counted on a worker thread
@@ -138,16 +139,15 @@ class Reconciler:
 
     async def reconcile(self, policy: Policy, counts: Counts) -> None:
         now = time.monotonic()
-        tracker = self.state.trackers.get(policy.key)
+        key = state_key(policy)
+        tracker = self.state.trackers.get(key)
         if tracker is None:
-            tracker = self.state.trackers[policy.key] = FallbackTracker.resume(
+            tracker = self.state.trackers[key] = FallbackTracker.resume(
                 policy.status.get("alertState"), now, parse_duration(policy.alert_sustained_for)
             )
         events: list[EventSpec] = []
-        if now - self.state.last_scrape.get(policy.key, float("-inf")) >= (
-            self.config.fallback_interval
-        ):
-            self.state.last_scrape[policy.key] = now
+        if now - self.state.last_scrape.get(key, float("-inf")) >= (self.config.fallback_interval):
+            self.state.last_scrape[key] = now
             pods = list(self.pods.get(policy.namespace, []))
             targets = [p for p in pods if p.scrapable_for(policy.key)]
             samples = await self.scraper.scrape_all(targets)
@@ -160,14 +160,14 @@ class Reconciler:
                 parse_duration(policy.alert_sustained_for),
             )
             events += alert_events(policy, before, tracker.state, tracker.ratio)
-        current = self.state.written.get(policy.key) or policy.status
+        current = self.state.written.get(key) or policy.status
         previous = current.get("conditions") or []
         status = build_status(policy, counts, tracker.ratio, tracker.state, previous)
         events += transition_events(previous, status["conditions"])
         self.ensure_rule(policy)  # never waited for: status does not depend on it
         if status_changed(current, status):
             await asyncio.to_thread(self.write_status, policy, status)
-            self.state.written[policy.key] = status
+            self.state.written[key] = status
         for event in events:
             post_in_background(
                 self.api, policy.namespace, policy_reference(policy), *event_fields(event)
@@ -216,22 +216,24 @@ class Reconciler:
         """Start writing the policy's PrometheusRule if this generation has none yet."""
         rules = self.state.rules
         now = time.monotonic()
+        key = state_key(policy)
         if (
-            rules.applied.get(policy.key) == policy.generation
-            or now < rules.retry_at.get(policy.key, 0.0)
-            or any(task.get_name() == policy.key for task in rules.in_flight)
+            rules.applied.get(key) == policy.generation
+            or now < rules.retry_at.get(key, 0.0)
+            or any(task.get_name() == key for task in rules.in_flight)
         ):
             return
-        task = asyncio.create_task(self.apply_rule(policy), name=policy.key)
+        task = asyncio.create_task(self.apply_rule(policy), name=key)
         rules.in_flight.add(task)
         task.add_done_callback(rules.in_flight.discard)
 
     async def apply_rule(self, policy: Policy) -> None:
         rules = self.state.rules
+        key = state_key(policy)
         try:
             present = await asyncio.to_thread(write_prometheus_rule, self.api, policy)
         except ApiException as error:
-            rules.retry_at[policy.key] = time.monotonic() + RULE_ERROR_RETRY_SECONDS
+            rules.retry_at[key] = time.monotonic() + RULE_ERROR_RETRY_SECONDS
             log.warning(
                 "Could not write PrometheusRule for %s (retrying in %.0fs): %s",
                 policy.key,
@@ -240,9 +242,9 @@ class Reconciler:
             )
             return
         if present:
-            rules.applied[policy.key] = policy.generation
+            rules.applied[key] = policy.generation
         else:
-            rules.retry_at[policy.key] = time.monotonic() + RULE_ABSENT_RETRY_SECONDS
+            rules.retry_at[key] = time.monotonic() + RULE_ABSENT_RETRY_SECONDS
 
 
 def write_prometheus_rule(api: k8s.ApiClient, policy: Policy) -> bool:
@@ -267,6 +269,10 @@ def write_prometheus_rule(api: k8s.ApiClient, policy: Policy) -> bool:
             {"spec": rule["spec"]},
         )
     return True
+
+
+def state_key(policy: Policy) -> str:
+    return policy.uid or policy.key
 
 
 def policy_reference(policy: Policy) -> dict[str, Any]:
