@@ -26,7 +26,6 @@ from kafka_sidecar_localenv.processes import (
     ComponentError,
     ManagedProcess,
     free_port,
-    log_tail,
     require_installed,
     terminate,
     wait_until,
@@ -268,12 +267,13 @@ class RealNode:
         self.sysctls = read_sysctls()
         self.chains_before = kube_chains()
         self.netns_before = set(os.listdir("/run/netns")) if Path("/run/netns").is_dir() else set()
+        # Both bridges are ours (start() checked neither exists): recorded before they exist, so
+        # a failure half-way still removes them. The CNI plugin creates POD_BRIDGE.
+        self.created_links += [NODE_BRIDGE, POD_BRIDGE]
+        self._save_state()
         _ip("link", "add", NODE_BRIDGE, "type", "bridge")
-        self.created_links.append(NODE_BRIDGE)
         _ip("addr", "add", f"{NODE_IP}/32", "dev", NODE_BRIDGE)
         _ip("link", "set", NODE_BRIDGE, "up")
-        self.created_links.append(POD_BRIDGE)  # the CNI plugin creates it with the first pod
-        self._save_state()
 
         self.kafka = KafkaCluster(self.layout, self.workdir / "kafka", self.brokers, host=NODE_IP)
         self.kafka.start(timeout)
@@ -598,10 +598,3 @@ def host_snapshot() -> dict[str, object]:
             if "kubelet" in line.split()[4] or "containerd" in line.split()[4]
         ),
     }
-
-
-def failure_report(node: RealNode, names: tuple[str, ...] = ("kubelet", "containerd")) -> str:
-    """Log tails of the node's own processes, for an error message."""
-    return "\n".join(
-        f"--- {name} ---\n{log_tail(path)}" for name, path in node.logs().items() if name in names
-    )

@@ -287,3 +287,49 @@ def test_a_crash_looping_sidecar_raises_the_fallback_alert_which_clears_after_re
     kubectl_ok(node, "delete", "deployment", "orders", "-n", app_namespace, "--wait=true")
     reports = [r for log in logs for r in log.reports()]
     check_delivery(node, topic, reports, 2)
+
+
+def test_both_operator_replicas_answer_from_the_policies_also_while_one_restarts(
+    installed_operator: RealNode, node_api: k8s.ApiClient, app_namespace: str
+) -> None:
+    """kube-apiserver spreads webhook calls over both replicas through the Service; a standby
+    (paused by kopf peering) or a replica that just started must still know every policy."""
+    node = installed_operator
+    core = k8s.CoreV1Api(node_api)
+    policy_for(node, node_api, app_namespace)
+
+    def decisions(count: int) -> list[str]:
+        return [
+            f"{s.get('decision')}/{s.get('policy')}"
+            for s in (
+                status_of(
+                    core.create_namespaced_pod(app_namespace, compliant_probe(), dry_run="All")
+                )
+                for _ in range(count)
+            )
+        ]
+
+    expected = f"injected/{app_namespace}/orders"
+    assert set(decisions(100)) == {expected}, "both replicas, steady"
+    victim = running_pods(
+        core, OPERATOR_NAMESPACE, "app.kubernetes.io/name=kafka-sidecar-operator", 2
+    )[0].metadata.name
+    core.delete_namespaced_pod(victim, OPERATOR_NAMESPACE)
+    during: list[str] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        during += decisions(10)
+        pods = core.list_namespaced_pod(
+            OPERATOR_NAMESPACE, label_selector="app.kubernetes.io/name=kafka-sidecar-operator"
+        ).items
+        fresh = [
+            p for p in pods if p.metadata.name != victim and p.metadata.deletion_timestamp is None
+        ]
+        if len(fresh) == 2 and all(
+            c.ready for p in fresh for c in p.status.container_statuses or []
+        ):
+            break
+    during += decisions(50)
+    assert len(during) >= 100
+    wrong = [d for d in during if d != expected]
+    assert not wrong, f"{len(wrong)} of {len(during)} pods got another decision: {set(wrong)}"
