@@ -6,13 +6,14 @@ status reconciler and the kubectl plugin all ask here.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kafka_sidecar_operator.names import SIDECAR_NAME, STATUS_ANNOTATION
+from kafka_sidecar_operator.names import INJECTED_LABEL, SIDECAR_NAME, STATUS_ANNOTATION
 
 
 @dataclass(frozen=True)
@@ -80,3 +81,35 @@ def containers_of(pod: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 def sidecar_of(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The container named like ours, wherever it is: the one place that decides "has it"."""
     return next((c for c in containers_of(pod) if c.get("name") == SIDECAR_NAME), None)
+
+
+def ours(pod: Mapping[str, Any]) -> tuple[object, object]:
+    """The pod's status record and injected label, as raw values (None when absent)."""
+    metadata = pod.get("metadata")
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    annotations = metadata.get("annotations")
+    labels = metadata.get("labels")
+    return (
+        annotations.get(STATUS_ANNOTATION) if isinstance(annotations, Mapping) else None,
+        labels.get(INJECTED_LABEL) if isinstance(labels, Mapping) else None,
+    )
+
+
+def kept_record(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``new`` with the record and label ``old`` had (or without them if it had none), or None
+    when an update leaves them as they were: after creation they are the webhook's alone."""
+    if ours(old) == ours(new):
+        return None
+    record, label = ours(old)
+    result: dict[str, Any] = copy.deepcopy(dict(new))
+    metadata = result["metadata"] = dict(result.get("metadata") or {})
+    for key, name, value in (
+        ("annotations", STATUS_ANNOTATION, record),
+        ("labels", INJECTED_LABEL, label),
+    ):
+        entries = dict(metadata.get(key) or {})
+        entries.pop(name, None)
+        if value is not None:
+            entries[name] = value
+        metadata[key] = entries
+    return result

@@ -26,7 +26,7 @@ from kafka_sidecar_operator.rotation import TlsMaterial
 log = logging.getLogger(__name__)
 SECRET_NAME = "kafka-sidecar-webhook-tls"  # noqa: S105 - a Secret's name, not a password
 SERVICE_NAME = "kafka-sidecar-webhook"
-WEBHOOK = "inject-sidecar.kafka-sidecar.io"
+WEBHOOKS = ("inject-sidecar.kafka-sidecar.io", "keep-record.kafka-sidecar.io")
 ATTEMPTS = 5
 
 
@@ -130,10 +130,12 @@ def trust(admission: k8s.AdmissionregistrationV1Api, webhook_name: str, bundle: 
     """Set the webhook's caBundle to the bundle, unless it already is."""
     encoded = base64.b64encode(bundle).decode()
     current = admission.read_mutating_webhook_configuration(webhook_name)
-    hooks = current.webhooks or []
-    if hooks and all(h.client_config.ca_bundle == encoded for h in hooks if h.name == WEBHOOK):
+    present = [h for h in current.webhooks or [] if h.name in WEBHOOKS]
+    if present and all(h.client_config.ca_bundle == encoded for h in present):
         return
-    patch: Any = {"webhooks": [{"name": WEBHOOK, "clientConfig": {"caBundle": encoded}}]}
+    patch: Any = {
+        "webhooks": [{"name": h.name, "clientConfig": {"caBundle": encoded}} for h in present]
+    }
     admission.patch_mutating_webhook_configuration(webhook_name, patch)
 
 

@@ -16,57 +16,85 @@ from kafka_sidecar_operator.certificates import CertificateAuthority, KeyPair
 from kafka_sidecar_operator.names import DOMAIN, NAMESPACE_LABEL, NAMESPACE_LABEL_VALUE
 
 HANDLER_ID = "inject-sidecar"
+RECORD_HANDLER_ID = "keep-record"
 TIMEOUT_SECONDS = 5
 
 
 def webhook_configuration(
     name: str, client_config: dict[str, Any], never_injected: tuple[str, ...]
 ) -> dict[str, Any]:
-    """The MutatingWebhookConfiguration body: the scope and failure semantics of injection."""
+    """The MutatingWebhookConfiguration body: the scope and failure semantics of injection.
+
+    ``client_config`` reaches the injection handler; the record keeper's differs only in path.
+    """
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
         "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "kafka-sidecar"}},
         "webhooks": [
+            _webhook(HANDLER_ID, "CREATE", client_config, never_injected),
+            # Pods may change their own annotations and labels after creation: this one puts
+            # back the record and label the injection handler wrote.
+            _webhook(
+                RECORD_HANDLER_ID,
+                "UPDATE",
+                client_config_for(client_config, RECORD_HANDLER_ID),
+                never_injected,
+            ),
+        ],
+    }
+
+
+def client_config_for(base: dict[str, Any], handler_id: str) -> dict[str, Any]:
+    """The same server (URL or Service, and CA) at another handler's path."""
+    config = dict(base)
+    if "url" in config:
+        config["url"] = f"{config['url'].rsplit('/', 1)[0]}/{handler_id}"
+    if "service" in config:
+        config["service"] = {**config["service"], "path": f"/{handler_id}"}
+    return config
+
+
+def _webhook(
+    handler_id: str, operation: str, client_config: dict[str, Any], never_injected: tuple[str, ...]
+) -> dict[str, Any]:
+    return {
+        "name": f"{handler_id}.{DOMAIN}",
+        "clientConfig": client_config,
+        "rules": [
             {
-                "name": f"{HANDLER_ID}.{DOMAIN}",
-                "clientConfig": client_config,
-                "rules": [
-                    {
-                        "apiGroups": [""],
-                        "apiVersions": ["v1"],
-                        "operations": ["CREATE"],
-                        "resources": ["pods"],
-                        "scope": "Namespaced",
-                    }
-                ],
-                "namespaceSelector": {
-                    "matchExpressions": [
-                        {
-                            "key": NAMESPACE_LABEL,
-                            "operator": "In",
-                            "values": [NAMESPACE_LABEL_VALUE],
-                        },
-                        {
-                            "key": "kubernetes.io/metadata.name",
-                            "operator": "NotIn",
-                            "values": list(never_injected),
-                        },
-                    ]
-                },
-                # Pod creation must never depend on the operator: if it is down, pods start as they
-                # are (the status annotation is then missing, which `explain` reports).
-                "failurePolicy": "Ignore",
-                # Events for skipped pods, never on a dry run.
-                "sideEffects": "NoneOnDryRun",
-                "timeoutSeconds": TIMEOUT_SECONDS,
-                # Called once per pod: whatever of ours a pod already carries (status record,
-                # injected label, a sidecar container) its author wrote, and is not trusted.
-                "reinvocationPolicy": "Never",
-                "matchPolicy": "Equivalent",
-                "admissionReviewVersions": ["v1"],
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "operations": [operation],
+                "resources": ["pods"],
+                "scope": "Namespaced",
             }
         ],
+        "namespaceSelector": {
+            "matchExpressions": [
+                {
+                    "key": NAMESPACE_LABEL,
+                    "operator": "In",
+                    "values": [NAMESPACE_LABEL_VALUE],
+                },
+                {
+                    "key": "kubernetes.io/metadata.name",
+                    "operator": "NotIn",
+                    "values": list(never_injected),
+                },
+            ]
+        },
+        # Pod creation must never depend on the operator: if it is down, pods start as they
+        # are (the status annotation is then missing, which `explain` reports).
+        "failurePolicy": "Ignore",
+        # Events for skipped pods, never on a dry run.
+        "sideEffects": "NoneOnDryRun",
+        "timeoutSeconds": TIMEOUT_SECONDS,
+        # Called once per pod: whatever of ours a pod already carries (status record,
+        # injected label, a sidecar container) its author wrote, and is not trusted.
+        "reinvocationPolicy": "Never",
+        "matchPolicy": "Equivalent",
+        "admissionReviewVersions": ["v1"],
     }
 
 

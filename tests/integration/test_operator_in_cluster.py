@@ -838,7 +838,8 @@ def webhook_registration(api_client: k8s.ApiClient) -> Iterator[str]:
     body: Any = webhook_configuration(
         name, {"url": "https://127.0.0.1:1/inject-sidecar"}, ("kube-system",)
     )
-    body["webhooks"][0]["namespaceSelector"] = {"matchLabels": {"never": "matches"}}
+    for hook in body["webhooks"]:
+        hook["namespaceSelector"] = {"matchLabels": {"never": "matches"}}
     admission = k8s.AdmissionregistrationV1Api(api_client)
     admission.create_mutating_webhook_configuration(body)
     yield name
@@ -916,3 +917,35 @@ def test_scrapes_run_at_most_the_concurrency_limit_at_once() -> None:
     samples = asyncio.run(scrape_twenty())
     assert len(samples) == 20
     assert peak == 4
+
+
+def test_a_pod_cannot_rewrite_its_record_or_label_after_creation(
+    api_client: k8s.ApiClient, enabled_namespace: str
+) -> None:
+    create_policy(api_client, enabled_namespace)
+    core = k8s.CoreV1Api(api_client)
+    wait_policy_active(core, enabled_namespace)
+    injected = core.create_namespaced_pod(enabled_namespace, pod_body("web"))
+    body = pod_body("own")
+    body["spec"]["containers"].append({"name": "kafka-sidecar", "image": "mine:1"})
+    skipped = core.create_namespaced_pod(enabled_namespace, body)
+    forged = forged_record(enabled_namespace, bucket_value=0.1)
+    for name in ("web", "own"):
+        core.patch_namespaced_pod(
+            name,
+            enabled_namespace,
+            {
+                "metadata": {
+                    "annotations": {"kafka-sidecar.io/status": forged, "note": "kept"},
+                    "labels": {"kafka-sidecar.io/injected": "true", "tier": "kept"},
+                }
+            },
+        )
+    for before in (injected, skipped):
+        after = core.read_namespaced_pod(before.metadata.name, enabled_namespace)
+        assert status_of(after) == status_of(before)
+        assert after.metadata.labels.get("kafka-sidecar.io/injected") == (
+            before.metadata.labels or {}
+        ).get("kafka-sidecar.io/injected")
+        assert after.metadata.annotations["note"] == "kept"  # other edits go through
+        assert after.metadata.labels["tier"] == "kept"

@@ -14,8 +14,9 @@ from kafka_sidecar_operator.events import post_in_background
 from kafka_sidecar_operator.injection import decide, inject, skip_status
 from kafka_sidecar_operator.metrics import INJECTIONS, WEBHOOK_LATENCY
 from kafka_sidecar_operator.names import INJECT_ANNOTATION, STATUS_ANNOTATION
+from kafka_sidecar_operator.pod_record import kept_record
 from kafka_sidecar_operator.policy_view import PolicyView
-from kafka_sidecar_operator.webhook import HANDLER_ID
+from kafka_sidecar_operator.webhook import HANDLER_ID, RECORD_HANDLER_ID
 
 
 @kopf.index("pods")
@@ -123,3 +124,15 @@ def _replace(target: kopf.RawBody, mutated: dict[str, Any]) -> None:
 def _name(pod: dict[str, Any]) -> str:
     metadata = pod.get("metadata", {})
     return str(metadata.get("name") or f"{metadata.get('generateName', '')}<generated>")
+
+
+@kopf.on.mutate("pods", id=RECORD_HANDLER_ID, operations=["UPDATE"], ignore_failures=True)
+async def keep_record(body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+    """Put back the status record and injected label an update tried to change: pod authors
+    may edit their pods' metadata, but these say what the operator decided and what it scrapes."""
+    old: kopf.Body | None = kwargs.get("old")
+    if old is None:
+        return
+    kept = kept_record(dict(old), dict(body))
+    if kept is not None:
+        patch.fns.append(lambda target: _replace(target, kept))
