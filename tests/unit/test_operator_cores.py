@@ -15,11 +15,12 @@ from kafka_sidecar_operator import rotation
 from kafka_sidecar_operator.conditions import PodView, count, count_all
 from kafka_sidecar_operator.fallback import FallbackTracker, PodSample
 from kafka_sidecar_operator.leadership import leading
+from kafka_sidecar_operator.pod_record import kept_record
 from kafka_sidecar_operator.policies import Policy
 from kafka_sidecar_operator.policy_view import PolicyView
 from kafka_sidecar_operator.quantities import parse_quantity, resource_problem
 from kafka_sidecar_operator.scraping import BodyRefused, BoundedBody
-from kafka_sidecar_operator.webhook import pin_namespace
+from kafka_sidecar_operator.webhook import client_config_for, pin_namespace, webhook_configuration
 
 pytestmark = pytest.mark.unit
 NOW = datetime.datetime(2026, 11, 30, 12, 0, tzinfo=datetime.UTC)
@@ -212,3 +213,25 @@ def test_counting_all_policies_at_once_gives_each_policy_its_own_count() -> None
     assert together == {p.key: count(p, policies, pods) for p in policies}
     assert (together["ns/web"].matched, together["ns/all"].matched) == (2, 1)
     assert together["ns/all"].overlapping == ("ns/web",)
+
+
+def test_an_update_keeps_the_record_and_label_the_pod_had() -> None:
+    def pod(record: str | None, label: str | None, note: str) -> dict[str, Any]:
+        annotations = {"note": note, **({"kafka-sidecar.io/status": record} if record else {})}
+        labels = {"app": "web", **({"kafka-sidecar.io/injected": label} if label else {})}
+        return {"metadata": {"annotations": annotations, "labels": labels}}
+
+    old = pod('{"decision": "skipped"}', None, "a")
+    assert kept_record(old, pod('{"decision": "skipped"}', None, "b")) is None
+    kept = kept_record(old, pod('{"decision": "injected"}', "true", "b"))
+    assert kept == pod('{"decision": "skipped"}', None, "b")
+    assert kept_record(pod(None, None, "a"), pod("{}", None, "a")) == pod(None, None, "a")
+
+
+def test_both_webhooks_reach_the_same_server_at_their_own_paths() -> None:
+    by_url = webhook_configuration("n", {"url": "https://h:1/inject-sidecar"}, ("kube-system",))
+    hooks = {h["name"]: h for h in by_url["webhooks"]}
+    assert hooks["keep-record.kafka-sidecar.io"]["clientConfig"]["url"] == "https://h:1/keep-record"
+    assert hooks["keep-record.kafka-sidecar.io"]["rules"][0]["operations"] == ["UPDATE"]
+    service = {"service": {"name": "s", "namespace": "ns", "path": "/inject-sidecar"}}
+    assert client_config_for(service, "keep-record")["service"]["path"] == "/keep-record"
