@@ -62,6 +62,23 @@ def policy_for(node: RealNode, api: k8s.ApiClient, namespace: str, **spec: Any) 
     return topic
 
 
+def deploy_orders(
+    node: RealNode, api: k8s.ApiClient, namespace: str, topic: str, **shape: int
+) -> list[Any]:
+    """The sample app's "orders" Deployment (``workers``, ``rate``, ``replicas``), once its pods
+    run with every container ready."""
+    assert node.kafka is not None
+    body = sample_app_deployment(
+        "orders", SAMPLE_APP_IMAGE, node.kafka.bootstrap_servers, topic, **shape
+    )
+    k8s.AppsV1Api(api).create_namespaced_deployment(namespace, body)
+    return running_pods(k8s.CoreV1Api(api), namespace, "app=orders", shape.get("replicas", 2))
+
+
+def follow_apps(node: RealNode, namespace: str, pods: list[Any]) -> list[FollowedLog]:
+    return [FollowedLog(node.kubectl_argv(), namespace, p.metadata.name).start() for p in pods]
+
+
 def container_id(pod: Any, name: str) -> str:
     statuses = (pod.status.init_container_statuses or []) + (pod.status.container_statuses or [])
     found = next(s for s in statuses if s.name == name)
@@ -144,12 +161,8 @@ def test_a_deployment_at_100_percent_runs_non_root_apps_through_their_sidecars_a
     core = k8s.CoreV1Api(node_api)
     topic = policy_for(node, node_api, app_namespace)
     workers = 3
-    deployment = sample_app_deployment(
-        "orders", SAMPLE_APP_IMAGE, node.kafka.bootstrap_servers, topic, workers, rate=100
-    )
-    k8s.AppsV1Api(node_api).create_namespaced_deployment(app_namespace, deployment)
-    pods = running_pods(core, app_namespace, "app=orders", 2)
-    logs = [FollowedLog(node.kubectl_argv(), app_namespace, p.metadata.name).start() for p in pods]
+    pods = deploy_orders(node, node_api, app_namespace, topic, workers=workers, rate=100)
+    logs = follow_apps(node, app_namespace, pods)
 
     for pod in pods:
         assert status_of(pod)["decision"] == "injected"
@@ -207,16 +220,11 @@ def test_half_the_pods_at_50_percent_and_both_paths_deliver_everything(
     topic = policy_for(
         node, node_api, app_namespace, rollout={"percentage": 50, "granularity": "pod"}
     )
-    deployment = sample_app_deployment(
-        "orders", SAMPLE_APP_IMAGE, node.kafka.bootstrap_servers, topic, workers=1, rate=100,
-        replicas=4,
-    )  # fmt: skip
-    apps.create_namespaced_deployment(app_namespace, deployment)
-    pods = running_pods(core, app_namespace, "app=orders", 4)
+    pods = deploy_orders(node, node_api, app_namespace, topic, workers=1, rate=100, replicas=4)
     if len({status_of(p)["decision"] for p in pods}) < 2:  # 1 in 8: all four fell on one side
         apps.patch_namespaced_deployment_scale("orders", app_namespace, {"spec": {"replicas": 8}})
         pods = running_pods(core, app_namespace, "app=orders", 8)
-    logs = [FollowedLog(node.kubectl_argv(), app_namespace, p.metadata.name).start() for p in pods]
+    logs = follow_apps(node, app_namespace, pods)
     assert {status_of(p)["decision"] for p in pods} == {"injected", "skipped"}
     time.sleep(5)
     for pod in pods:
@@ -249,13 +257,9 @@ def test_a_crash_looping_sidecar_raises_the_fallback_alert_which_clears_after_re
     core, custom = k8s.CoreV1Api(node_api), k8s.CustomObjectsApi(node_api)
     alert_spec = {"alert": {"maxRatio": 0.1, "window": "30s", "sustainedFor": "1s"}}
     topic = policy_for(node, node_api, app_namespace, fallback=alert_spec)
-    deployment = sample_app_deployment(
-        "orders", SAMPLE_APP_IMAGE, node.kafka.bootstrap_servers, topic, workers=2, rate=100,
-        replicas=1,
-    )  # fmt: skip
-    k8s.AppsV1Api(node_api).create_namespaced_deployment(app_namespace, deployment)
-    name = running_pods(core, app_namespace, "app=orders", 1)[0].metadata.name
-    logs = [FollowedLog(node.kubectl_argv(), app_namespace, name).start()]
+    pods = deploy_orders(node, node_api, app_namespace, topic, workers=2, rate=100, replicas=1)
+    name = pods[0].metadata.name
+    logs = follow_apps(node, app_namespace, pods)
 
     def alert() -> dict[str, Any]:
         body: Any = custom.get_namespaced_custom_object(
