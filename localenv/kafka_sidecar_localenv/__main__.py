@@ -1,7 +1,8 @@
 """``python -m kafka_sidecar_localenv install|up|down|status``: the Makefile's localenv targets.
 
-``up`` writes ``.localenv/state.json`` (DESIGN §7) and leaves the servers running detached;
-``down`` stops exactly the pids recorded there and removes the state.
+``up`` writes ``.localenv/state.json`` (see docs/architecture.md) and leaves the servers running
+detached; ``down`` stops exactly the pids recorded there, undoes the node's host changes and removes
+the state.
 """
 
 from __future__ import annotations

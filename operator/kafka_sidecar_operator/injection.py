@@ -289,6 +289,15 @@ def sidecar_container(
             "value": overrides.get("log-level") or sidecar.get("logLevel", "INFO"),
         },
         {"name": "KAFKA_SIDECAR_SHUTDOWN_GRACE_SECONDS", "value": str(grace)},
+        # The kubelet fills in the container's own memory limit in bytes (after any override);
+        # the sidecar sizes librdkafka's queue from it, so a broker outage means BUFFER_FULL
+        # answers rather than an OOM kill.
+        {
+            "name": "KAFKA_SIDECAR_MEMORY_LIMIT_BYTES",
+            "valueFrom": {
+                "resourceFieldRef": {"containerName": SIDECAR_NAME, "resource": "limits.memory"}
+            },
+        },
     ]
     if sidecar.get("allowedTopics"):
         env.append(

@@ -1,4 +1,4 @@
-"""The names users see (DESIGN §3): annotations, labels, the CRD, env flags, the sidecar's shape."""
+"""The names users see: annotations, labels, the CRD, env flags, the sidecar's shape."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ METRICS_PORT_NAME = "ks-metrics"
 NO_TOKEN_VOLUME = "kafka-sidecar-no-token"  # noqa: S105 - a volume name
 TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 - a path
 
-# Injected into every app container (DESIGN §3).
+# Injected into every app container.
 APP_ENV = {
     "KAFKA_SIDECAR_MODE": "sidecar",
     "KAFKA_SIDECAR_ADDRESS": SOCKET_ADDRESS,

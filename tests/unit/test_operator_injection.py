@@ -263,6 +263,17 @@ def test_producer_config_and_secret_refs_become_sidecar_env() -> None:
     } in sidecar["env"]
 
 
+def test_the_sidecar_learns_its_own_memory_limit_to_size_its_queue() -> None:
+    p = policy(sidecar={"bootstrapServers": "k:1"})
+    sidecar = inject(pod(), decide(pod(), "ns", [p], NEVER), "i").pod["spec"]["initContainers"][0]
+    assert {
+        "name": "KAFKA_SIDECAR_MEMORY_LIMIT_BYTES",
+        "valueFrom": {
+            "resourceFieldRef": {"containerName": "kafka-sidecar", "resource": "limits.memory"}
+        },
+    } in sidecar["env"]
+
+
 def test_short_termination_grace_gets_an_admission_warning() -> None:
     short = pod(terminationGracePeriodSeconds=10)
     warnings = inject(short, decide(short, "ns", [policy()], NEVER), "i").warnings
