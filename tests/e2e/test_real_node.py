@@ -7,22 +7,35 @@ as non-root UIDs under the restricted Pod Security Standard.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import datetime
 import json
 import os
 import signal
+import ssl
+import threading
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from kubernetes import client as k8s
+from kubernetes import watch as k8s_watch
 
 from kafka_sidecar_localenv.connections import broker_connections, container_pids
 from kafka_sidecar_localenv.images import SAMPLE_APP_IMAGE
 from kafka_sidecar_localenv.node import RealNode
 from kafka_sidecar_localenv.podlogs import FollowedLog
 from kafka_sidecar_localenv.sample_app import RESTRICTED, sample_app_deployment
+from kafka_sidecar_operator.tls import SECRET_NAME as TLS_SECRET
+from kafka_sidecar_operator.tls import hosts_for
 from tests.e2e.conftest import OPERATOR_NAMESPACE, kubectl_ok, running_pods
 from tests.support import consume_all, create_policy, create_topic, status_of, wait_for
 
@@ -77,6 +90,62 @@ def deploy_orders(
 
 def follow_apps(node: RealNode, namespace: str, pods: list[Any]) -> list[FollowedLog]:
     return [FollowedLog(node.kubectl_argv(), namespace, p.metadata.name).start() for p in pods]
+
+
+class TerminationWatch:
+    """Every status update of the pods while they are deleted: who stopped first, per pod."""
+
+    def __init__(self, core: k8s.CoreV1Api, namespace: str, selector: str) -> None:
+        self.core, self.namespace, self.selector = core, namespace, selector
+        self.ends: dict[str, dict[str, Any]] = {}
+        self.sidecar_first: list[str] = []
+        self.watch = k8s_watch.Watch()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> TerminationWatch:
+        self.thread.start()
+        time.sleep(1)  # the watch is established before the deletion starts
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        time.sleep(2)
+        self.watch.stop()
+        self.thread.join(30)
+
+    def _run(self) -> None:
+        # Stopping the watch ends its response mid-stream; that is how it ends, not a failure.
+        with contextlib.suppress(urllib3.exceptions.HTTPError):
+            self._follow()
+
+    def _follow(self) -> None:
+        stream = self.watch.stream(
+            self.core.list_namespaced_pod, self.namespace, label_selector=self.selector,
+            timeout_seconds=120,
+        )  # fmt: skip
+        for event in stream:
+            if event["type"] == "ERROR":
+                continue
+            pod = event["object"]
+            states = {
+                s.name: s.state
+                for s in (pod.status.init_container_statuses or [])
+                + (pod.status.container_statuses or [])
+            }
+            ends = self.ends.setdefault(pod.metadata.name, {})
+            for name in ("app", SIDECAR):
+                state = states.get(name)
+                if state is not None and state.terminated is not None:
+                    ends[name] = state.terminated.finished_at
+            if SIDECAR in ends and "app" not in ends and states.get("app") is not None:
+                self.sidecar_first.append(pod.metadata.name)
+
+    def finished(self) -> dict[str, tuple[Any, Any]]:
+        """Pod -> (app's end, sidecar's end) for every pod whose two ends were both seen."""
+        return {
+            pod: (ends["app"], ends[SIDECAR])
+            for pod, ends in self.ends.items()
+            if "app" in ends and SIDECAR in ends
+        }
 
 
 def container_id(pod: Any, name: str) -> str:
@@ -177,6 +246,8 @@ def test_a_deployment_at_100_percent_runs_non_root_apps_through_their_sidecars_a
         sidecars = container_pids(container_id(pod, SIDECAR))
         assert uids_of(apps) == {10001}
         assert uids_of(sidecars) == {65532}
+        environ = Path(f"/proc/{sidecars[0]}/environ").read_bytes().split(b"\0")
+        assert b"KAFKA_SIDECAR_MEMORY_LIMIT_BYTES=268435456" in environ, "the kubelet's 256Mi"
     time.sleep(8)
     for pod in pods:
         apps = container_pids(container_id(pod, "app"))
@@ -204,7 +275,12 @@ def test_a_deployment_at_100_percent_runs_non_root_apps_through_their_sidecars_a
     )
 
     # Deleting the pods: the apps stop first, then each sidecar delivers what it accepted.
-    kubectl_ok(node, "delete", "deployment", "orders", "-n", app_namespace, "--wait=true")
+    with TerminationWatch(core, app_namespace, "app=orders") as watch:
+        kubectl_ok(node, "delete", "deployment", "orders", "-n", app_namespace, "--wait=true")
+    assert len(watch.finished()) == len(pods), f"both ends of every pod: {watch.ends}"
+    for pod, (app_end, sidecar_end) in watch.finished().items():
+        assert app_end <= sidecar_end, f"{pod}: the sidecar stopped before its app"
+    assert not watch.sidecar_first, f"a sidecar ended while its app ran: {watch.sidecar_first}"
     reports = [r for log in logs for r in log.reports()]
     assert {r["mode"] for r in reports} == {"sidecar"}
     result = check_delivery(node, topic, reports, workers * len(pods))
@@ -337,3 +413,96 @@ def test_both_operator_replicas_answer_from_the_policies_also_while_one_restarts
     assert len(during) >= 100
     wrong = [d for d in during if d != expected]
     assert not wrong, f"{len(wrong)} of {len(during)} pods got another decision: {set(wrong)}"
+
+
+def webhook_failures(node: RealNode) -> float:
+    """Calls to our webhooks kube-apiserver could not complete (it failed open), by its metrics."""
+    text = kubectl_ok(node, "get", "--raw", "/metrics")
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(
+            ("apiserver_admission_webhook_fail_open_count", "apiserver_admission_webhook_rejection")
+        )
+        and "kafka-sidecar.io" in line
+    )
+
+
+def near_expiry_leaf(signer_cert: bytes, signer_key: bytes) -> tuple[bytes, bytes]:
+    """A serving certificate from the operator's own CA with a day of its 30 left: due for renewal."""
+    ca_cert = x509.load_pem_x509_certificate(signer_cert)
+    ca_key: Any = serialization.load_pem_private_key(signer_key, password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    hosts = hosts_for(OPERATOR_NAMESPACE)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=29))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in hosts]), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def test_a_forced_certificate_renewal_with_both_replicas_serving_fails_no_admission_call(
+    installed_operator: RealNode, node_api: k8s.ApiClient, app_namespace: str
+) -> None:
+    node = installed_operator
+    core = k8s.CoreV1Api(node_api)
+    policy_for(node, node_api, app_namespace)
+    secret = core.read_namespaced_secret(TLS_SECRET, OPERATOR_NAMESPACE)
+    data = {k: base64.b64decode(v) for k, v in secret.data.items()}
+    bundle_before = kubectl_ok(
+        node, "get", "mutatingwebhookconfiguration", "kafka-sidecar-injector",
+        "-o", "jsonpath={.webhooks[0].clientConfig.caBundle}",
+    )  # fmt: skip
+    forced_cert, forced_key = near_expiry_leaf(data["ca-signer.crt"], data["ca-signer.key"])
+    secret.data["tls.crt"] = base64.b64encode(forced_cert).decode()
+    secret.data["tls.key"] = base64.b64encode(forced_key).decode()
+    core.replace_namespaced_secret(TLS_SECRET, OPERATOR_NAMESPACE, secret)
+    failures_before = webhook_failures(node)
+
+    def serial(pem: bytes) -> int:
+        return int(x509.load_pem_x509_certificate(pem).serial_number)
+
+    def renewed_and_served() -> bool:
+        stored = core.read_namespaced_secret(TLS_SECRET, OPERATOR_NAMESPACE).data["tls.crt"]
+        current = serial(base64.b64decode(stored))
+        if current == serial(forced_cert):
+            return False
+        replicas = running_pods(
+            core, OPERATOR_NAMESPACE, "app.kubernetes.io/name=kafka-sidecar-operator", 2
+        )
+        served = {
+            serial(ssl.get_server_certificate((p.status.pod_ip, 9443)).encode()) for p in replicas
+        }
+        return served == {current}
+
+    answered: list[bool] = []
+    deadline = time.monotonic() + 300
+    while not renewed_and_served():
+        assert time.monotonic() < deadline, (
+            "the replicas never renewed and served a new certificate"
+        )
+        for _ in range(10):
+            probe = core.create_namespaced_pod(app_namespace, compliant_probe(), dry_run="All")
+            answered.append(bool(status_of(probe).get("decision")))
+    answered += [
+        bool(status_of(core.create_namespaced_pod(app_namespace, compliant_probe(), dry_run="All")))
+        for _ in range(20)
+    ]
+    assert all(answered), f"{answered.count(False)} of {len(answered)} admissions went unanswered"
+    assert webhook_failures(node) == failures_before, "kube-apiserver failed open on our webhook"
+    bundle_after = kubectl_ok(
+        node, "get", "mutatingwebhookconfiguration", "kafka-sidecar-injector",
+        "-o", "jsonpath={.webhooks[0].clientConfig.caBundle}",
+    )  # fmt: skip
+    assert bundle_after == bundle_before, "a serving certificate's renewal keeps the caBundle"
