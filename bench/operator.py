@@ -1,14 +1,17 @@
-"""Benchmark: the injection webhook's latency as kube-apiserver measures it, and operator memory.
+"""Benchmark: the injection webhook's latency as kube-apiserver measures it, and operator cost.
 
-Creates pods through the real API server with the operator's webhook registered, then reads
-``apiserver_admission_webhook_admission_duration_seconds`` (p50/p99 from its buckets) and the
-operator's RSS with those pods indexed. Writes ``results/operator.json`` and ``.md``.
+Creates pods through the real API server with the operator's webhook registered, spread over
+``--policies`` policies whose status the operator keeps recomputing while the pods arrive (status
+churn), then reads ``apiserver_admission_webhook_admission_duration_seconds`` (p50/p99 from its
+buckets), the operator's RSS with those pods indexed and the CPU it used. Writes
+``results/operator.json`` and ``.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -66,6 +69,12 @@ def webhook_buckets(plane: ControlPlane) -> list[tuple[float, float]]:
     return sorted(buckets.items())
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (from /proc, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -77,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--pods", type=int, default=1000)
+    parser.add_argument("--policies", type=int, default=1)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kafka-sidecar-bench-op-") as tmp:
@@ -98,28 +108,31 @@ def main(argv: list[str] | None = None) -> int:
                 "metadata": {"name": "bench", "labels": {"kafka-sidecar.io/injection": "enabled"}}
             }
             core.create_namespace(namespace)
-            policy: Any = {
-                "apiVersion": "kafka-sidecar.io/v1alpha1",
-                "kind": "KafkaSidecarPolicy",
-                "metadata": {"name": "bench"},
-                "spec": {
-                    "rollout": {"percentage": 50, "granularity": "pod"},
-                    "sidecar": {"bootstrapServers": "127.0.0.1:9092"},
-                },
-            }
-            k8s.CustomObjectsApi(api).create_namespaced_custom_object(
-                "kafka-sidecar.io", "v1alpha1", "bench", "kafkasidecarpolicies", policy
-            )
+            for index in range(args.policies):
+                policy: Any = {
+                    "apiVersion": "kafka-sidecar.io/v1alpha1",
+                    "kind": "KafkaSidecarPolicy",
+                    "metadata": {"name": f"bench-{index}"},
+                    "spec": {
+                        "selector": {"matchLabels": {"app": f"web-{index}"}},
+                        "rollout": {"percentage": 50, "granularity": "pod"},
+                        "sidecar": {"bootstrapServers": "127.0.0.1:9092"},
+                    },
+                }
+                k8s.CustomObjectsApi(api).create_namespaced_custom_object(
+                    "kafka-sidecar.io", "v1alpha1", "bench", "kafkasidecarpolicies", policy
+                )
             rss_before = rss_mib(operator.pid)
-            time.sleep(2)  # the policy reaches the webhook's index
+            time.sleep(2 + args.policies / 50)  # the policies reach the webhook's index
+            cpu_before = cpu_seconds(operator.pid)
             baseline = webhook_buckets(plane)
             started = time.monotonic()
             injected = 0
-            for _ in range(args.pods):
+            for number in range(args.pods):
                 pod: Any = {
                     "metadata": {
                         "generateName": "web-",
-                        "labels": {"app": "web"},
+                        "labels": {"app": f"web-{number % args.policies}"},
                         "annotations": {"kafka-sidecar.io/inject": "true"},
                     },
                     "spec": {"containers": [{"name": "app", "image": "app:1"}]},
@@ -133,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             buckets = [(le, count - before.get(le, 0.0)) for le, count in after]
             result = {
                 "pods": args.pods,
+                "policies": args.policies,
                 "injected": injected,
                 "creations_per_second": args.pods / seconds,
                 "webhook_p50_ms": quantile(buckets, 0.5) * 1000,
@@ -140,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                 "webhook_calls": buckets[-1][1] if buckets else 0,
                 "operator_rss_mib_before": rss_before,
                 "operator_rss_mib_with_pods_indexed": rss_mib(operator.pid),
+                "operator_cpu_seconds": cpu_seconds(operator.pid) - cpu_before,
+                "seconds": seconds,
             }
         finally:
             operator.stop()
@@ -149,15 +165,17 @@ def main(argv: list[str] | None = None) -> int:
         [
             "# Operator benchmark",
             "",
-            f"{result['pods']} pod creations through kube-apiserver with the webhook registered "
+            f"{result['pods']} pod creations through kube-apiserver with the webhook registered, "
+            f"over {result['policies']} policies whose status is recomputed while they arrive "
             f"({result['injected']} injected at 50%).",
             "",
             "| webhook p50 (apiserver) | webhook p99 (apiserver) | pod creations/s | "
-            "operator RSS before | operator RSS with pods indexed |",
-            "|---|---|---|---|---|",
+            "operator RSS before | operator RSS with pods indexed | operator CPU during |",
+            "|---|---|---|---|---|---|",
             f"| {result['webhook_p50_ms']:.1f} ms | {result['webhook_p99_ms']:.1f} ms | "
             f"{result['creations_per_second']:.0f} | {result['operator_rss_mib_before']:.0f} MiB | "
-            f"{result['operator_rss_mib_with_pods_indexed']:.0f} MiB |",
+            f"{result['operator_rss_mib_with_pods_indexed']:.0f} MiB | "
+            f"{result['operator_cpu_seconds']:.1f} s in {result['seconds']:.0f} s |",
             "",
         ]
     )
