@@ -86,11 +86,12 @@ test-e2e: venv localenv-install ## End-to-end tests: the operator and sample app
 .PHONY: bench
 bench: venv localenv-install ## Measure events/s, produce() cost and broker connections: bench/results/
 	$(PY) bench/data_path.py --out bench/results
-	$(PY) bench/operator.py --out bench/results
+	$(PY) -m bench.fleet --out bench/results
+	$(PY) bench/operator.py --pods 10000 --policies 100 --out bench/results
 
 .PHONY: bench-smoke
 bench-smoke: venv localenv-install ## A tiny run of the benchmarks (CI runs it so they cannot rot)
-	$(PY) bench/data_path.py --smoke --out bench/results/smoke
+	$(PY) -m bench.fleet --smoke --out bench/results/smoke
 	$(PY) bench/operator.py --pods 50 --out bench/results/smoke
 
 ##@ Deployment

@@ -46,9 +46,10 @@ class ClientSettings:
     batch_max_bytes: int = 1_048_576
     """``KAFKA_SIDECAR_BATCH_MAX_BYTES``: payload bytes per EmitBatch call at most."""
 
-    linger_ms: float = 0.0
-    """``KAFKA_SIDECAR_LINGER_MS``: wait this long for more events before sending a batch. The
-    default 0 sends at once when idle; under load batches grow while the previous call is out."""
+    linger_ms: float = 2.0
+    """``KAFKA_SIDECAR_LINGER_MS``: while the app is busy (the last batch left less than this long
+    ago), wait up to this long for more events before sending the next batch; an idle app's event
+    goes at once. Each call costs far more than an event in it; 0 never waits."""
 
     rpc_timeout_ms: int = 2000
     """``KAFKA_SIDECAR_RPC_TIMEOUT_MS``: a call taking longer counts as the sidecar being down."""
@@ -82,7 +83,7 @@ class ClientSettings:
             app=env.get("KAFKA_SIDECAR_APP", "").strip() or socket.gethostname(),
             batch_max_events=_positive(env, "KAFKA_SIDECAR_BATCH_MAX_EVENTS", 1000),
             batch_max_bytes=_positive(env, "KAFKA_SIDECAR_BATCH_MAX_BYTES", 1_048_576),
-            linger_ms=_non_negative(env, "KAFKA_SIDECAR_LINGER_MS", 0.0),
+            linger_ms=_non_negative(env, "KAFKA_SIDECAR_LINGER_MS", 2.0),
             rpc_timeout_ms=_positive(env, "KAFKA_SIDECAR_RPC_TIMEOUT_MS", 2000),
             probe_interval_ms=_positive(env, "KAFKA_SIDECAR_PROBE_INTERVAL_MS", 1000),
             drain_timeout_ms=_positive(env, "KAFKA_SIDECAR_DRAIN_TIMEOUT_MS", 30_000),

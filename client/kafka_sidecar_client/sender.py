@@ -48,6 +48,7 @@ class Sender:
         self.ended_sidecars = ended_sidecars  # sidecars whose report stream ended (shared)
         self.transport: Transport | None = None  # set when the threads start
         self.idle = False  # waiting for events: produce() wakes it
+        self.last_send = 0.0  # monotonic time of the last call: recent means the app is busy
         self.flushing = False  # no linger while the app flushes
         self.closed = False
 
@@ -105,7 +106,12 @@ class Sender:
                     self.ledger.complete(event, failure)
 
     def _wait_for_events(self) -> None:
-        """Sleep until there is something to send; with a linger, let a batch fill up first."""
+        """Sleep until there is something to send; when busy, let a batch fill up first.
+
+        Each call costs both processes far more than an event in it (gRPC's per-call and
+        per-wakeup work), so a busy app sends fewer, bigger batches. The linger applies only
+        when the last call left less than a linger ago: an idle app's event goes at once.
+        """
         if not self.ledger.unsent and not self.closed:
             wait = 1.0  # back to the loop now and then: an event in flight may expire
             if self.ledger.next_expiry is not None:
@@ -120,6 +126,7 @@ class Sender:
             linger
             and not self.flushing
             and len(self.ledger.unsent) < self.settings.batch_max_events
+            and time.monotonic() - self.last_send < linger
         ):
             self.ledger.sender_wake.wait(linger)
 
@@ -129,6 +136,7 @@ class Sender:
         add_to_batch(request, batch)
         try:
             with self.rpc_gate:
+                self.last_send = time.monotonic()
                 answer = self.transport.emit(request)
         except SidecarBackpressure as pressure:
             with self.ledger.lock:

@@ -322,3 +322,60 @@ def test_the_sender_keeps_order_on_buffer_full_and_fails_a_refused_event_at_once
     assert [(c[0].sequence, c[1].code()) for c in ledger.completions if c[1]] == [
         (2, KafkaError.TOPIC_EXCEPTION)
     ]
+
+
+class Recording(ScriptedSidecar):
+    """Accepts every event and remembers the size of each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+
+    def emit(self, request: ProduceBatch) -> ProduceBatchAck:
+        self.calls.append(len(request.events))
+        answer = ProduceBatchAck(sidecar_id="s1")
+        for event in request.events:
+            answer.acks.add(received=True, sequence=event.sequence)
+        return answer
+
+
+def lingering_sender(linger_ms: str) -> tuple[Sender, EventLedger, Recording]:
+    ledger = EventLedger(None)
+    settings = ClientSettings.from_env(
+        {"KAFKA_SIDECAR_MODE": "sidecar", "KAFKA_SIDECAR_LINGER_MS": linger_ms}
+    )
+    failover = FallbackController(settings, ledger, DirectFallback({}, "c"), lambda: True)
+    sender = Sender(ledger, settings, "c", failover, threading.Lock(), set())
+    recording = Recording()
+    sender.transport = recording
+    return sender, ledger, recording
+
+
+def queue_events(ledger: EventLedger, *sequences: int) -> None:
+    with ledger.lock:
+        for sequence in sequences:
+            event = Event("t", b"v", None, -1, 0, None, None, 1)
+            event.sequence = sequence
+            ledger.unsent.append(event)
+
+
+def test_an_idle_apps_event_is_sent_at_once_despite_the_linger() -> None:
+    sender, ledger, recording = lingering_sender("2000")
+    queue_events(ledger, 1)
+    began = time.monotonic()
+    sender.step()
+    assert recording.calls == [1]
+    assert time.monotonic() - began < 1.0
+
+
+def test_a_busy_app_lingers_so_events_share_one_call() -> None:
+    sender, ledger, recording = lingering_sender("300")
+    queue_events(ledger, 1)
+    sender.step()  # idle: at once; the next call is within the linger
+    queue_events(ledger, 2)
+    stepping = threading.Thread(target=sender.step)
+    stepping.start()
+    time.sleep(0.05)
+    queue_events(ledger, 3, 4)
+    stepping.join(5)
+    assert recording.calls == [1, 3]
