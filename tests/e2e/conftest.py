@@ -8,7 +8,7 @@ tells users: ``kubectl apply -k manifests/crd`` then ``manifests/selfsigned``, t
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from kafka_sidecar_localenv.node import RealNode, host_snapshot
+from kafka_sidecar_localenv.podlogs import FollowedLog
 from kafka_sidecar_localenv.versions import CacheLayout
 from tests.conftest import SERVER_LOGS
 from tests.support import unique_name, wait_for
@@ -109,6 +110,24 @@ def app_namespace(installed_operator: RealNode, node_api: k8s.ApiClient) -> Iter
         timeout=120,
         what=f"namespace {name} deleted",
     )
+
+
+@pytest.fixture
+def follow_apps(real_node: RealNode) -> Iterator[Callable[[str, list[Any]], list[FollowedLog]]]:
+    """Follow the app container's log of each pod; every follower is stopped after the test,
+    also when it failed before reading them."""
+    started: list[FollowedLog] = []
+
+    def follow(namespace: str, pods: list[Any]) -> list[FollowedLog]:
+        logs = [
+            FollowedLog(real_node.kubectl_argv(), namespace, p.metadata.name).start() for p in pods
+        ]
+        started.extend(logs)
+        return logs
+
+    yield follow
+    for log in started:
+        log.stop()
 
 
 def running_pods(core: k8s.CoreV1Api, namespace: str, selector: str, count: int) -> list[Any]:

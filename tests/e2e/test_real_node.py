@@ -17,6 +17,7 @@ import ssl
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from tests.support import consume_all, create_policy, create_topic, status_of, w
 
 pytestmark = pytest.mark.e2e
 SIDECAR = "kafka-sidecar"
+FollowApps = Callable[[str, list[Any]], list[FollowedLog]]
 
 
 def compliant_probe() -> dict[str, Any]:
@@ -86,10 +88,6 @@ def deploy_orders(
     )
     k8s.AppsV1Api(api).create_namespaced_deployment(namespace, body)
     return running_pods(k8s.CoreV1Api(api), namespace, "app=orders", shape.get("replicas", 2))
-
-
-def follow_apps(node: RealNode, namespace: str, pods: list[Any]) -> list[FollowedLog]:
-    return [FollowedLog(node.kubectl_argv(), namespace, p.metadata.name).start() for p in pods]
 
 
 class TerminationWatch:
@@ -223,7 +221,10 @@ def test_the_install_path_runs_two_operator_replicas_behind_the_webhook_service(
 
 
 def test_a_deployment_at_100_percent_runs_non_root_apps_through_their_sidecars_and_loses_nothing(
-    installed_operator: RealNode, node_api: k8s.ApiClient, app_namespace: str
+    installed_operator: RealNode,
+    node_api: k8s.ApiClient,
+    app_namespace: str,
+    follow_apps: FollowApps,
 ) -> None:
     node = installed_operator
     assert node.kafka is not None
@@ -231,7 +232,7 @@ def test_a_deployment_at_100_percent_runs_non_root_apps_through_their_sidecars_a
     topic = policy_for(node, node_api, app_namespace)
     workers = 3
     pods = deploy_orders(node, node_api, app_namespace, topic, workers=workers, rate=100)
-    logs = follow_apps(node, app_namespace, pods)
+    logs = follow_apps(app_namespace, pods)
 
     for pod in pods:
         assert status_of(pod)["decision"] == "injected"
@@ -288,7 +289,10 @@ def test_a_deployment_at_100_percent_runs_non_root_apps_through_their_sidecars_a
 
 
 def test_half_the_pods_at_50_percent_and_both_paths_deliver_everything(
-    installed_operator: RealNode, node_api: k8s.ApiClient, app_namespace: str
+    installed_operator: RealNode,
+    node_api: k8s.ApiClient,
+    app_namespace: str,
+    follow_apps: FollowApps,
 ) -> None:
     node = installed_operator
     assert node.kafka is not None
@@ -300,7 +304,7 @@ def test_half_the_pods_at_50_percent_and_both_paths_deliver_everything(
     if len({status_of(p)["decision"] for p in pods}) < 2:  # 1 in 8: all four fell on one side
         apps.patch_namespaced_deployment_scale("orders", app_namespace, {"spec": {"replicas": 8}})
         pods = running_pods(core, app_namespace, "app=orders", 8)
-    logs = follow_apps(node, app_namespace, pods)
+    logs = follow_apps(app_namespace, pods)
     assert {status_of(p)["decision"] for p in pods} == {"injected", "skipped"}
     time.sleep(5)
     for pod in pods:
@@ -326,7 +330,10 @@ def test_the_node_facts_are_recorded_for_localenv_users(real_node: RealNode) -> 
 
 
 def test_a_crash_looping_sidecar_raises_the_fallback_alert_which_clears_after_recovery(
-    installed_operator: RealNode, node_api: k8s.ApiClient, app_namespace: str
+    installed_operator: RealNode,
+    node_api: k8s.ApiClient,
+    app_namespace: str,
+    follow_apps: FollowApps,
 ) -> None:
     node = installed_operator
     assert node.kafka is not None
@@ -335,7 +342,7 @@ def test_a_crash_looping_sidecar_raises_the_fallback_alert_which_clears_after_re
     topic = policy_for(node, node_api, app_namespace, fallback=alert_spec)
     pods = deploy_orders(node, node_api, app_namespace, topic, workers=2, rate=100, replicas=1)
     name = pods[0].metadata.name
-    logs = follow_apps(node, app_namespace, pods)
+    logs = follow_apps(app_namespace, pods)
 
     def alert() -> dict[str, Any]:
         body: Any = custom.get_namespaced_custom_object(
