@@ -12,7 +12,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kafka_sidecar_api.contract import SOCKET_ADDRESS, SOCKET_DIR
+from kafka_sidecar_api.contract import (
+    METRICS_PORT,
+    SOCKET_ADDRESS,
+    SOCKET_DIR,
+    producer_env_name,
+)
 from kafka_sidecar_operator.names import (
     APP_ENV,
     INJECT_ANNOTATION,
@@ -193,7 +198,9 @@ def inject(pod: Mapping[str, Any], decision: Decision, default_image: str) -> In
     overrides = decision.overrides
     sidecar_spec = decision.policy.sidecar
     image = sidecar_image(decision, default_image)
-    metrics_port = int(overrides.get("metrics-port") or sidecar_spec.get("metricsPort", 9464))
+    metrics_port = int(
+        overrides.get("metrics-port") or sidecar_spec.get("metricsPort", METRICS_PORT)
+    )
     grace = int(
         overrides.get("shutdown-grace-seconds") or sidecar_spec.get("shutdownGraceSeconds", 25)
     )
@@ -281,7 +288,7 @@ def sidecar_container(
     """The sidecar container: hardened, probed, configured by env only."""
     sidecar = policy.sidecar
     env: list[dict[str, Any]] = [
-        {"name": "KAFKA_PRODUCER_BOOTSTRAP_SERVERS", "value": sidecar["bootstrapServers"]},
+        {"name": producer_env_name("bootstrap.servers"), "value": sidecar["bootstrapServers"]},
         {"name": "KAFKA_SIDECAR_LISTEN", "value": SOCKET_ADDRESS},
         {"name": "KAFKA_SIDECAR_METRICS_ADDR", "value": f"0.0.0.0:{metrics_port}"},
         {
@@ -304,11 +311,11 @@ def sidecar_container(
             {"name": "KAFKA_SIDECAR_ALLOWED_TOPICS", "value": ",".join(sidecar["allowedTopics"])}
         )
     for prop, value in sorted((sidecar.get("producerConfig") or {}).items()):
-        env.append({"name": producer_env(prop), "value": str(value)})
+        env.append({"name": producer_env_name(prop), "value": str(value)})
     for ref in sidecar.get("secretRefs") or []:
         env.append(
             {
-                "name": producer_env(ref["property"]),
+                "name": producer_env_name(ref["property"]),
                 "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": ref["key"]}},
             }
         )
@@ -363,11 +370,6 @@ def sidecar_resources(policy: Policy, overrides: Mapping[str, str]) -> dict[str,
         if field_name in overrides:
             resources.setdefault(section, {})[resource] = overrides[field_name]
     return resources
-
-
-def producer_env(prop: str) -> str:
-    """librdkafka property → the sidecar's ``KAFKA_PRODUCER_*`` variable."""
-    return "KAFKA_PRODUCER_" + prop.upper().replace(".", "_")
 
 
 def skip_status(pod: Mapping[str, Any], decision: Decision) -> dict[str, Any]:
