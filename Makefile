@@ -41,7 +41,7 @@ $(VENV)/.installed: pyproject.toml
 lint: venv proto-check ## ruff (lint + format check), mypy --strict, import contracts, proto drift
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict client sidecar operator localenv tests bench examples
+	$(BIN)/mypy --strict api client sidecar operator localenv tests bench examples
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile.sidecar Dockerfile.operator
 
@@ -53,16 +53,16 @@ fmt: venv ## Format the code with ruff
 ##@ API
 PROTO := protos/kafka_sidecar_api/v1/sidecar.proto
 .PHONY: proto
-proto: venv ## Regenerate the gRPC code in client/kafka_sidecar_api from protos/
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m grpc_tools.protoc -Iprotos --python_out=client --mypy_out=client \
-	  --grpc_python_out=client --mypy_grpc_out=client $(PROTO)
+proto: venv ## Regenerate the gRPC code in api/kafka_sidecar_api from protos/
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m grpc_tools.protoc -Iprotos --python_out=api --mypy_out=api \
+	  --grpc_python_out=api --mypy_grpc_out=api $(PROTO)
 
 .PHONY: proto-check
 proto-check: venv ## Fail when the checked-in generated code differs from what `make proto` makes
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m grpc_tools.protoc -Iprotos --python_out=$$tmp --mypy_out=$$tmp \
 	  --grpc_python_out=$$tmp --mypy_grpc_out=$$tmp $(PROTO) && \
-	diff -ru $$tmp/kafka_sidecar_api/v1 client/kafka_sidecar_api/v1 --exclude=__init__.py \
+	diff -ru $$tmp/kafka_sidecar_api/v1 api/kafka_sidecar_api/v1 --exclude=__init__.py \
 	  --exclude=__pycache__ || { echo "generated code is stale: run 'make proto'"; exit 1; }
 
 ##@ Tests

@@ -4,6 +4,7 @@
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY api ./api
 COPY client ./client
 COPY sidecar ./sidecar
 COPY operator ./operator

@@ -47,12 +47,12 @@ IMAGES = (
     ImageSpec(
         SIDECAR_IMAGE,
         "Dockerfile.sidecar",
-        ("pyproject.toml", "README.md", "client", "sidecar", "operator"),
+        ("pyproject.toml", "README.md", "api", "client", "sidecar", "operator"),
     ),
     ImageSpec(
         OPERATOR_IMAGE,
         "Dockerfile.operator",
-        ("pyproject.toml", "README.md", "client", "sidecar", "operator"),
+        ("pyproject.toml", "README.md", "api", "client", "sidecar", "operator"),
     ),
     ImageSpec(
         SAMPLE_APP_IMAGE,
