@@ -1,4 +1,4 @@
-"""Emission-quality counters per topic (the seed's attempts vs broker-acked successes).
+"""Emission-quality counters per topic (attempts vs broker-acked successes).
 
 Cumulative per process; sent to the sidecar with batches, which sums them by app and topic.
 """

@@ -139,7 +139,7 @@ Global___Header: _TypeAlias = Header  # noqa: Y015
 
 @_typing.final
 class ProduceRequest(_message.Message):
-    """One event. In the seed: topic, key (optional), headers, event_bytes."""
+    """One event: topic, key (optional), headers, event_bytes, and what matches its report."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -200,7 +200,7 @@ Global___ProduceRequest: _TypeAlias = ProduceRequest  # noqa: Y015
 
 @_typing.final
 class ProduceAck(_message.Message):
-    """The answer for one event. In the seed: received, error_code, retry_after_ms."""
+    """The answer for one event: received, error_code, retry_after_ms."""
 
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -55,7 +55,8 @@ class ProducerSidecarServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Emit(self, request, context):
-        """Emit one event (the seed interface). Prefer EmitBatch: one RPC per event is the slow path.
+        """Emit one event (the original one-event interface). Prefer EmitBatch: one RPC per event is
+        the slow path.
         A full buffer fails the call with RESOURCE_EXHAUSTED and "retry-after-ms", as for EmitBatch.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

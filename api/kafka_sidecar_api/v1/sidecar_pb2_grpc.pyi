@@ -53,7 +53,8 @@ class ProducerSidecarStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ProducerSidecarAsyncStub: ...
     Emit: _grpc.UnaryUnaryMultiCallable[_sidecar_pb2.ProduceRequest, _sidecar_pb2.ProduceAck]
-    """Emit one event (the seed interface). Prefer EmitBatch: one RPC per event is the slow path.
+    """Emit one event (the original one-event interface). Prefer EmitBatch: one RPC per event is
+    the slow path.
     A full buffer fails the call with RESOURCE_EXHAUSTED and "retry-after-ms", as for EmitBatch.
     """
     EmitBatch: _grpc.UnaryUnaryMultiCallable[_sidecar_pb2.ProduceBatch, _sidecar_pb2.ProduceBatchAck]
@@ -76,7 +77,8 @@ class ProducerSidecarStub:
 class ProducerSidecarAsyncStub(ProducerSidecarStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Emit: _aio.UnaryUnaryMultiCallable[_sidecar_pb2.ProduceRequest, _sidecar_pb2.ProduceAck]  # type: ignore[assignment]
-    """Emit one event (the seed interface). Prefer EmitBatch: one RPC per event is the slow path.
+    """Emit one event (the original one-event interface). Prefer EmitBatch: one RPC per event is
+    the slow path.
     A full buffer fails the call with RESOURCE_EXHAUSTED and "retry-after-ms", as for EmitBatch.
     """
     EmitBatch: _aio.UnaryUnaryMultiCallable[_sidecar_pb2.ProduceBatch, _sidecar_pb2.ProduceBatchAck]  # type: ignore[assignment]
@@ -102,7 +104,8 @@ class ProducerSidecarServicer(metaclass=_abc_1.ABCMeta):
         request: _sidecar_pb2.ProduceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_sidecar_pb2.ProduceAck, _abc.Awaitable[_sidecar_pb2.ProduceAck]]:
-        """Emit one event (the seed interface). Prefer EmitBatch: one RPC per event is the slow path.
+        """Emit one event (the original one-event interface). Prefer EmitBatch: one RPC per event is
+        the slow path.
         A full buffer fails the call with RESOURCE_EXHAUSTED and "retry-after-ms", as for EmitBatch.
         """
 
