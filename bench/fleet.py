@@ -88,7 +88,11 @@ def worker(
     results: Any,
 ) -> None:
     """One app process: events at ``rate``/s for ``seconds``, each at its intended time."""
-    os.environ["KAFKA_SIDECAR_MODE"] = mode
+    path, _, setting = mode.partition("+")  # "sidecar+NAME=VALUE": a client setting to try
+    os.environ["KAFKA_SIDECAR_MODE"] = path
+    if setting:
+        name, _, setting_value = setting.partition("=")
+        os.environ[name] = setting_value
     os.environ["KAFKA_SIDECAR_ADDRESS"] = address
     from kafka_sidecar_client import Producer  # noqa: PLC0415 - after the env is set
 
@@ -121,7 +125,12 @@ def worker(
     for n in range(count):
         due = n * interval
         while (wait := due - (clock() - began)) > 0:
-            producer.poll(wait)
+            # confluent's poll() counts whole milliseconds: a shorter timeout would spin and bill
+            # the direct path for a busy wait, so short waits sleep instead.
+            if wait >= 0.002:
+                producer.poll(wait - 0.001)
+            else:
+                time.sleep(wait)
         key = str(n).encode()
         while True:
             t0 = clock()
@@ -132,6 +141,7 @@ def worker(
                 continue
             produce_seconds += clock() - t0
             break
+        producer.poll(0)  # callbacks run when due, whatever the rate
     producer.poll(0)
     left = producer.flush(120)
     results.put(
@@ -157,7 +167,8 @@ def run_scenario(
     profiles: Path | None = None,
 ) -> dict[str, Any]:
     """P app processes at ``rate`` events/s in total; the pod is those plus the sidecar."""
-    topic = f"fleet-{mode}-{processes}-{time.monotonic_ns()}"
+    topic = f"fleet-{processes}-{time.monotonic_ns()}"
+    through_sidecar = mode != "direct"
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap_servers})
     admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])[
         topic
@@ -191,7 +202,7 @@ def run_scenario(
     pids = [p.pid for p in workers if p.pid is not None]
     sidecar_cpu0 = cpu_seconds(sidecar.pid)
     samplers = []
-    if profiles is not None and mode == "sidecar":
+    if profiles is not None and through_sidecar:
         profiles.mkdir(parents=True, exist_ok=True)
         samplers = [
             profile(pid, seconds, profiles / f"{name}-{processes}p.txt")
@@ -217,7 +228,7 @@ def run_scenario(
     events = sum(r["events"] for r in collected)
     latencies = sorted(x for r in collected for x in r["latencies"])
     app_cpu = sum(r["cpu_seconds"] for r in collected)
-    pod_cpu = app_cpu + (sidecar_cpu if mode == "sidecar" else 0.0)
+    pod_cpu = app_cpu + (sidecar_cpu if through_sidecar else 0.0)
     return {
         "mode": mode,
         "processes": processes,
@@ -229,15 +240,15 @@ def run_scenario(
         "failures": sum(r["failures"] for r in collected),
         "left": sum(r["left"] for r in collected),
         "app_cpu_s_per_m": app_cpu / events * 1e6,
-        "sidecar_cpu_s_per_m": sidecar_cpu / events * 1e6 if mode == "sidecar" else 0.0,
+        "sidecar_cpu_s_per_m": sidecar_cpu / events * 1e6 if through_sidecar else 0.0,
         "pod_cpu_s_per_m": pod_cpu / events * 1e6,
         "produce_us": statistics.median(r["produce_us"] for r in collected),
         "p50_ms": percentile(latencies, 0.5) * 1e3,
         "p99_ms": percentile(latencies, 0.99) * 1e3,
         "p999_ms": percentile(latencies, 0.999) * 1e3,
-        "broker_connections": peak_apps + (peak_sidecar if mode == "sidecar" else 0),
+        "broker_connections": peak_apps + (peak_sidecar if through_sidecar else 0),
         "app_broker_connections": peak_apps,
-        "sidecar_rss_mb": peak_rss / 2**20 if mode == "sidecar" else 0.0,
+        "sidecar_rss_mb": peak_rss / 2**20 if through_sidecar else 0.0,
     }
 
 
@@ -257,26 +268,42 @@ METRICS = (
 
 
 def median_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Medians over repeats; the CPU ratio is the median of each repeat's own ratio, since the
+    two paths of one repeat ran back to back under the same load from the rest of the machine."""
     grouped: dict[tuple[str, int, float], list[dict[str, Any]]] = {}
     for row in rows:
         grouped.setdefault((row["mode"], row["processes"], row["offered_per_second"]), []).append(
             row
         )
-    return [
-        {
-            "mode": mode,
-            "processes": processes,
-            "offered_per_second": rate,
-            "runs": len(runs),
-            **{key: statistics.median(r[key] for r in runs) for key in METRICS},
-        }
-        for (mode, processes, rate), runs in sorted(grouped.items())
-    ]
+    pod_cpu = {
+        (r["mode"], r["processes"], r["offered_per_second"], r["repeat"]): r["pod_cpu_s_per_m"]
+        for r in rows
+    }
+    summary = []
+    for (mode, processes, rate), runs in sorted(grouped.items()):
+        ratios = [
+            pod_cpu[(mode, processes, rate, r["repeat"])]
+            / pod_cpu[("direct", processes, rate, r["repeat"])]
+            for r in runs
+            if ("direct", processes, rate, r["repeat"]) in pod_cpu
+        ]
+        summary.append(
+            {
+                "mode": mode,
+                "processes": processes,
+                "offered_per_second": rate,
+                "runs": len(runs),
+                **{key: statistics.median(r[key] for r in runs) for key in METRICS},
+                "pod_cpu_vs_direct": statistics.median(ratios) if ratios else None,
+            }
+        )
+    return summary
 
 
 def report(summary: list[dict[str, Any]], meta: dict[str, Any], out: Path) -> None:
     index = {(r["mode"], r["processes"], r["offered_per_second"]): r for r in summary}
     keys = sorted({(r["processes"], r["offered_per_second"]) for r in summary})
+    modes = ["direct", *sorted({r["mode"] for r in summary} - {"direct"})]
     lines = [
         "# Fleet benchmark: one pod at equal offered load",
         "",
@@ -287,19 +314,18 @@ def report(summary: list[dict[str, Any]], meta: dict[str, Any], out: Path) -> No
         "thread; the pod is the app processes plus, through the sidecar, the sidecar.",
         "",
         "| processes x events/s | path | pod CPU s per M events | of which sidecar | "
-        "sidecar/direct CPU | produce() µs | p50 ms | p99 ms | p99.9 ms | delivered | "
-        "broker conns | sidecar RSS MB |",
+        "pod CPU sidecar/direct (median of each repeat's) | produce() µs | p50 ms | p99 ms | "
+        "p99.9 ms | delivered | broker conns | sidecar RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for processes, rate in keys:
-        direct = index.get(("direct", processes, rate))
-        for mode in ("direct", "sidecar"):
+        for mode in modes:
             row = index.get((mode, processes, rate))
             if row is None:
                 continue
             ratio = (
-                f"{row['pod_cpu_s_per_m'] / direct['pod_cpu_s_per_m']:.2f}x"
-                if direct and mode == "sidecar"
+                f"{row['pod_cpu_vs_direct']:.2f}x"
+                if mode != "direct" and row["pod_cpu_vs_direct"] is not None
                 else ""
             )
             lines.append(
@@ -309,7 +335,7 @@ def report(summary: list[dict[str, Any]], meta: dict[str, Any], out: Path) -> No
                 f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['p999_ms']:.1f} | "
                 f"{row['delivered_ratio']:.4f} | {row['broker_connections']:.0f} "
                 f"(apps {row['app_broker_connections']:.0f}) | "
-                + (f"{row['sidecar_rss_mb']:.0f}" if mode == "sidecar" else "")
+                + (f"{row['sidecar_rss_mb']:.0f}" if mode != "direct" else "")
                 + " |"
             )
     lines += ["", f"Sidecar RSS idle (before the first scenario): {meta['idle_rss_mb']:.0f} MB."]
@@ -329,14 +355,16 @@ def report(summary: list[dict[str, Any]], meta: dict[str, Any], out: Path) -> No
         return
     figure, axes = plt.subplots(1, 3, figsize=(14, 4))
     labels = [f"{p}x{r / p:,.0f}/s" for p, r in keys]
-    for offset, mode in ((-0.2, "direct"), (0.2, "sidecar")):
+    width = 0.8 / len(modes)
+    for number, mode in enumerate(modes):
+        offset = (number - (len(modes) - 1) / 2) * width
         rows = [index.get((mode, *key)) for key in keys]
         xs = [i + offset for i, row in enumerate(rows) if row]
         present = [row for row in rows if row]
         for axis, metric in zip(
             axes, ("pod_cpu_s_per_m", "p99_ms", "broker_connections"), strict=True
         ):
-            axis.bar(xs, [row[metric] for row in present], width=0.4, label=mode)
+            axis.bar(xs, [row[metric] for row in present], width=width, label=mode)
     titles = ("pod CPU s per million events", "produce→callback p99 (ms)", "broker connections")
     for axis, title in zip(axes, titles, strict=True):
         axis.set_xticks(range(len(labels)), labels)
@@ -359,7 +387,7 @@ def check(summary: list[dict[str, Any]], capacity: dict[str, float]) -> list[str
         if row["delivered_ratio"] < 1.0:
             problems.append(f"{mode} {processes}p: delivered {row['delivered_ratio']:.4f}")
         direct = index.get(("direct", processes, rate))
-        if mode == "sidecar" and direct:
+        if mode != "direct" and direct:
             limit = direct["broker_connections"] / processes + BROKERS
             if row["broker_connections"] > limit:
                 problems.append(
@@ -380,12 +408,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", default="1,4,16")
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--profile", type=Path, help="py-spy the sidecar and one app into here")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="also a sidecar path whose apps have this client setting, NAME=VALUE "
+        "(KAFKA_SIDECAR_LINGER_MS=0: the client before it lingered), interleaved with the others",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.rate, args.seconds, args.repeats, args.processes = 2000, 5, 1, "4"
     counts = [int(p) for p in args.processes.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
+    modes = ["direct", "sidecar", *(f"sidecar+{setting}" for setting in args.variant)]
     capacity: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="kafka-sidecar-fleet-") as tmp:
         cluster = KafkaCluster(default_layout(), Path(tmp) / "kafka", size=BROKERS)
@@ -400,8 +436,8 @@ def main(argv: list[str] | None = None) -> int:
             run_scenario("direct", 1, 1000, 2, args.size, cluster, sidecar)
             for repeat in range(args.repeats):
                 for processes in counts:
-                    modes = ("direct", "sidecar") if repeat % 2 == 0 else ("sidecar", "direct")
-                    for mode in modes:
+                    shift = repeat % len(modes)
+                    for mode in modes[shift:] + modes[:shift]:
                         row = run_scenario(
                             mode,
                             processes,
@@ -412,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
                             sidecar,
                             args.profile,
                         )
+                        row["repeat"] = repeat
                         print(json.dumps(row), file=sys.stderr, flush=True)
                         rows.append(row)
             if args.smoke:
