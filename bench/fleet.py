@@ -26,12 +26,14 @@ from bench.data_path import PARTITIONS, PRODUCER_SETTINGS
 from bench.data_path import run_scenario as closed_loop
 from kafka_sidecar_localenv.connections import broker_connections
 from kafka_sidecar_localenv.kafka import KafkaCluster
-from kafka_sidecar_localenv.sidecar import SidecarProcess
+from kafka_sidecar_localenv.sidecar import SidecarProcess, metric_sum
 from kafka_sidecar_localenv.versions import default_layout
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 BROKERS = 3
+# EmitBatch calls the sidecar served: each costs both processes far more than an event in it.
+CALLS = "kafka_sidecar_emit_batch_events_count"
 # CI's floor for one sidecar's events/s over one direct process's (closed loop, 1 process, 100 B).
 # Measured 0.19-0.33 by data_path.py and 0.24 by this smoke run on a shared 2-core machine; the
 # floor catches a path that got several times dearer, not noise.
@@ -201,6 +203,7 @@ def run_scenario(
     ports = [node.port for node in cluster.nodes]
     pids = [p.pid for p in workers if p.pid is not None]
     sidecar_cpu0 = cpu_seconds(sidecar.pid)
+    calls0 = metric_sum(sidecar.metrics(), CALLS)
     samplers = []
     if profiles is not None and through_sidecar:
         profiles.mkdir(parents=True, exist_ok=True)
@@ -221,6 +224,7 @@ def run_scenario(
         time.sleep(0.1)
     wall = time.perf_counter() - began
     sidecar_cpu = cpu_seconds(sidecar.pid) - sidecar_cpu0
+    calls = metric_sum(sidecar.metrics(), CALLS) - calls0
     for process in workers:
         process.join(30)
     for sampler in samplers:
@@ -249,6 +253,7 @@ def run_scenario(
         "broker_connections": peak_apps + (peak_sidecar if through_sidecar else 0),
         "app_broker_connections": peak_apps,
         "sidecar_rss_mb": peak_rss / 2**20 if through_sidecar else 0.0,
+        "events_per_call": events / calls if through_sidecar and calls else 0.0,
     }
 
 
@@ -264,6 +269,7 @@ METRICS = (
     "broker_connections",
     "app_broker_connections",
     "sidecar_rss_mb",
+    "events_per_call",
 )
 
 
@@ -315,8 +321,8 @@ def report(summary: list[dict[str, Any]], meta: dict[str, Any], out: Path) -> No
         "",
         "| processes x events/s | path | pod CPU s per M events | of which sidecar | "
         "pod CPU sidecar/direct (median of each repeat's) | produce() µs | p50 ms | p99 ms | "
-        "p99.9 ms | delivered | broker conns | sidecar RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "p99.9 ms | delivered | broker conns | sidecar RSS MB | events per call |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for processes, rate in keys:
         for mode in modes:
@@ -335,7 +341,11 @@ def report(summary: list[dict[str, Any]], meta: dict[str, Any], out: Path) -> No
                 f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['p999_ms']:.1f} | "
                 f"{row['delivered_ratio']:.4f} | {row['broker_connections']:.0f} "
                 f"(apps {row['app_broker_connections']:.0f}) | "
-                + (f"{row['sidecar_rss_mb']:.0f}" if mode != "direct" else "")
+                + (
+                    f"{row['sidecar_rss_mb']:.0f} | {row['events_per_call']:.1f}"
+                    if mode != "direct"
+                    else " |"
+                )
                 + " |"
             )
     lines += ["", f"Sidecar RSS idle (before the first scenario): {meta['idle_rss_mb']:.0f} MB."]
