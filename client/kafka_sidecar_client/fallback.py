@@ -22,6 +22,10 @@ from kafka_sidecar_client.counters import FALLBACK
 from kafka_sidecar_client.events import Event
 from kafka_sidecar_client.ledger import EventLedger
 
+# Our own generator: a library's background thread must not advance the app's global random
+# sequence (an app that seeds it for reproducibility would see different numbers).
+JITTER = random.Random()  # noqa: S311 - jitter, not security
+
 log = logging.getLogger(__name__)
 
 OnDirectDelivery = Callable[[Event, KafkaError | None, Message | None], None]
@@ -136,7 +140,7 @@ class FallbackController:
 
     def probe_delay(self) -> float:
         interval = self.settings.probe_interval_ms / 1000
-        return interval * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not security
+        return interval * JITTER.uniform(0.5, 1.5)
 
     def step(self) -> None:
         """One round in fallback: drain what a sidecar still owes, send directly, probe."""

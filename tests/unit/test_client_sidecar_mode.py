@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -379,3 +380,13 @@ def test_a_busy_app_lingers_so_events_share_one_call() -> None:
     queue_events(ledger, 3, 4)
     stepping.join(5)
     assert recording.calls == [1, 3]
+
+
+def test_probe_jitter_leaves_the_apps_global_random_sequence_alone() -> None:
+    failover = controller()
+    random.seed(7)
+    expected = random.random()
+    random.seed(7)
+    delays = {failover.probe_delay() for _ in range(5)}
+    assert random.random() == expected
+    assert len(delays) > 1, "the probe interval is still jittered"
