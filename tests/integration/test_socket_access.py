@@ -108,7 +108,9 @@ def test_client_running_as_another_uid_produces_through_the_sidecar(
         assert stat.S_IMODE(sidecar.socket_path.parent.stat().st_mode) == 0o755
         env = {
             "PATH": "/usr/bin:/bin",
-            "PYTHONPATH": os.pathsep.join([sysconfig.get_paths()["purelib"], str(REPO / "client")]),
+            "PYTHONPATH": os.pathsep.join(
+                [sysconfig.get_paths()["purelib"], str(REPO / "client"), str(REPO / "api")]
+            ),
             "KAFKA_SIDECAR_MODE": "sidecar",
             "KAFKA_SIDECAR_ADDRESS": sidecar.address,
             # No fallback: an unreachable socket leaves the events unsent instead of hiding it.
