@@ -47,12 +47,12 @@ IMAGES = (
     ImageSpec(
         SIDECAR_IMAGE,
         "Dockerfile.sidecar",
-        ("pyproject.toml", "README.md", "api", "client", "sidecar", "operator"),
+        (".dockerignore", "pyproject.toml", "README.md", "api", "client", "sidecar", "operator"),
     ),
     ImageSpec(
         OPERATOR_IMAGE,
         "Dockerfile.operator",
-        ("pyproject.toml", "README.md", "api", "client", "sidecar", "operator"),
+        (".dockerignore", "pyproject.toml", "README.md", "api", "client", "sidecar", "operator"),
     ),
     ImageSpec(
         SAMPLE_APP_IMAGE,
@@ -164,7 +164,7 @@ def _build_pause(layout: CacheLayout, docker_env: dict[str, str]) -> None:
 
 
 def debian_mirror() -> str:
-    """The Debian mirror apt already uses here (the only package source this machine reaches)."""
+    """The Debian mirror apt already uses here (it may be the only one the machine reaches)."""
     sources = [Path("/etc/apt/sources.list"), *Path("/etc/apt/sources.list.d").glob("*.sources")]
     sources += Path("/etc/apt/sources.list.d").glob("*.list")
     for source in sources:
@@ -184,7 +184,7 @@ def _import_base(layout: CacheLayout, docker_env: dict[str, str]) -> None:
 
     It differs from the real image: Python is Debian's (in /usr/bin, dist-packages, no setuptools
     preinstalled), and the host's extra CA certificates are trusted so pip inside a build reaches
-    PyPI through this machine's egress proxy.
+    PyPI through an intercepting proxy the host trusts (the images stay local).
     """
     archive = layout.images / f"base-{BASE_RECIPE}.tar"
     if not archive.is_file():

@@ -122,9 +122,20 @@ class ControlPlane:
         # A bare API server has no controller-manager to create ServiceAccounts, so the plugin
         # would reject every pod; with the node's controllers it stays on, as in any cluster.
         node_args = (
-            ["--authorization-mode=Node,RBAC", "--kubelet-preferred-address-types=InternalIP"]
+            [
+                "--authorization-mode=Node,RBAC",
+                "--kubelet-preferred-address-types=InternalIP",
+                # The kubelet accepts only clients with a certificate of this CA (pods have none).
+                f"--kubelet-client-certificate={self.admin.cert}",
+                f"--kubelet-client-key={self.admin.key}",
+                "--allow-privileged=false",  # nothing on the node needs it
+            ]
             if self.for_node
-            else ["--authorization-mode=RBAC", "--disable-admission-plugins=ServiceAccount"]
+            else [
+                "--authorization-mode=RBAC",
+                "--disable-admission-plugins=ServiceAccount",
+                "--allow-privileged=true",
+            ]
         )
         self.apiserver = ManagedProcess(
             name="kube-apiserver",
@@ -142,7 +153,6 @@ class ControlPlane:
                 f"--service-account-key-file={sa_key}",
                 f"--service-account-signing-key-file={sa_key}",
                 f"--service-cluster-ip-range={self.service_cidr}",
-                "--allow-privileged=true",
                 *node_args,
                 *self.extra_args,
             ],

@@ -33,7 +33,9 @@ from kafka_sidecar_localenv.processes import (
 from kafka_sidecar_localenv.versions import CacheLayout
 
 NODE_NAME = "kafka-sidecar-node"
-NODE_BRIDGE = "ksnode0"  # holds the node's address; has no ports (this kernel has no `dummy` links)
+# Holds the node's address and has no ports: a kubelet refuses a loopback node IP, and kernels
+# without the `dummy` link type are common on CI machines.
+NODE_BRIDGE = "ksnode0"
 POD_BRIDGE = "kscni0"
 NODE_IP = "10.77.77.1"
 POD_CIDR = "10.244.77.0/24"
@@ -130,8 +132,8 @@ state = "{root}/state"
   sandbox_image = "{pause}"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
-  # These VMs lack CAP_SYS_RESOURCE: without this runc cannot lower the sandbox's oom_score_adj
-  # and fails with "can't get final child's PID from pipe: EOF".
+  # Hosts without CAP_SYS_RESOURCE (many VMs) make runc fail to lower the sandbox's
+  # oom_score_adj with "can't get final child's PID from pipe: EOF" unless this is set.
   restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
@@ -140,33 +142,41 @@ state = "{root}/state"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = "{root}/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{cni_bin}"
     conf_dir = "{cni_conf}"
 """
 
-CNI_CONFIG = {
-    "cniVersion": "0.4.0",
-    "name": "kafka-sidecar",
-    "plugins": [
-        {
-            "type": "bridge",
-            "bridge": POD_BRIDGE,
-            "isGateway": True,
-            "ipMasq": False,
-            "hairpinMode": True,
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{"subnet": POD_CIDR}]],
-                "routes": [{"dst": "0.0.0.0/0"}],
-            },
-        }
-    ],
-}
+CNI_NETWORK = "kafka-sidecar"
+
+
+def cni_config(ipam_dir: Path) -> dict[str, object]:
+    """The bridge network; address leases kept in the node's own folder, not the host's."""
+    return {
+        "cniVersion": "0.4.0",
+        "name": CNI_NETWORK,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": POD_BRIDGE,
+                "isGateway": True,
+                "ipMasq": False,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "dataDir": str(ipam_dir),
+                    "ranges": [[{"subnet": POD_CIDR}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                },
+            }
+        ],
+    }
+
 
 KUBELET_CONFIG = """apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-failCgroupV1: false            # these hosts run cgroup v1, which kubelet >= 1.35 refuses otherwise
+failCgroupV1: false            # kubelet >= 1.35 refuses a cgroup v1 host otherwise
 cgroupDriver: cgroupfs         # no systemd here; containerd 1.6 cannot report its driver
 cgroupRoot: /
 containerRuntimeEndpoint: unix://{containerd}
@@ -176,9 +186,10 @@ port: {port}
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
 healthzPort: {healthz}
-authentication:
-  anonymous: {{enabled: true}}
+authentication:                # only clients with a certificate of the cluster's CA: the API
+  anonymous: {{enabled: false}}  # server (--kubelet-client-certificate), never a pod
   webhook: {{enabled: false}}
+  x509: {{clientCAFile: {client_ca}}}
 authorization: {{mode: AlwaysAllow}}
 makeIPTablesUtilChains: false  # else it adds KUBE-FIREWALL chains to the host's iptables
 failSwapOn: false
@@ -210,6 +221,7 @@ class RealNode:
     created_links: list[str] = field(default_factory=list)
     netns_before: set[str] = field(default_factory=set)
     chains_before: dict[str, list[str]] = field(default_factory=dict)
+    kubepods_before: list[str] = field(default_factory=list)
     images: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -266,6 +278,7 @@ class RealNode:
         self.images = ensure_images(self.layout)
         self.sysctls = read_sysctls()
         self.chains_before = kube_chains()
+        self.kubepods_before = sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/kubepods"))
         self.netns_before = set(os.listdir("/run/netns")) if Path("/run/netns").is_dir() else set()
         # Both bridges are ours (start() checked neither exists): recorded before they exist, so
         # a failure half-way still removes them. The CNI plugin creates POD_BRIDGE.
@@ -316,7 +329,9 @@ class RealNode:
         cni_conf = self.workdir / "cni"
         root.mkdir(parents=True, exist_ok=True)
         cni_conf.mkdir(parents=True, exist_ok=True)
-        (cni_conf / "10-kafka-sidecar.conflist").write_text(json.dumps(CNI_CONFIG, indent=2))
+        (cni_conf / "10-kafka-sidecar.conflist").write_text(
+            json.dumps(cni_config(self.workdir / "cni" / "ipam"), indent=2)
+        )
         config = root / "config.toml"
         config.write_text(
             CONTAINERD_CONFIG.format(
@@ -365,6 +380,8 @@ class RealNode:
         )
 
     def _start_kubelet(self, timeout: float) -> None:
+        assert self.plane is not None
+        assert self.plane.ca is not None
         config = self.workdir / "kubelet-config.yaml"
         logs = self.workdir / "pod-logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -375,6 +392,7 @@ class RealNode:
                 port=free_port(NODE_IP),
                 healthz=free_port(),
                 logs=logs,
+                client_ca=self.plane.ca.pair.cert,
             )
         )
         process = self._spawn(
@@ -384,6 +402,7 @@ class RealNode:
                 f"--config={config}",
                 f"--kubeconfig={self._node_kubeconfig()}",
                 f"--root-dir={self.workdir / 'kubelet'}",
+                f"--cert-dir={self.workdir / 'kubelet-pki'}",
                 f"--hostname-override={NODE_NAME}",
                 f"--node-ip={NODE_IP}",
                 "-v=1",
@@ -451,6 +470,7 @@ class RealNode:
                     "links": self.created_links,
                     "netns_before": sorted(self.netns_before),
                     "chains_before": self.chains_before,
+                    "kubepods_before": self.kubepods_before,
                 },
                 indent=2,
             )
@@ -553,7 +573,9 @@ def _remove_containers(socket: Path) -> None:
 def cleanup_host(workdir: Path, layout: CacheLayout) -> None:
     """Undo the node's host changes recorded in ``workdir``: usable after a crash as well."""
     state_file = workdir / "node-state.json"
-    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    if not state_file.exists():
+        return  # nothing was changed yet (or it was undone already): touch nothing
+    state = json.loads(state_file.read_text())
     for point in mounts_under(workdir):
         subprocess.run(["umount", "-l", point], capture_output=True, check=False)
     before = set(state.get("netns_before", []))
@@ -562,17 +584,25 @@ def cleanup_host(workdir: Path, layout: CacheLayout) -> None:
         if name.startswith("cni-") and name not in before:
             subprocess.run(["umount", str(netns / name)], capture_output=True, check=False)
             (netns / name).unlink(missing_ok=True)
+    kept = set(state.get("kubepods_before", []))
     for controller in Path("/sys/fs/cgroup").glob("*/kubepods"):
+        if str(controller) in kept:
+            continue
         for directory in sorted(controller.rglob("*"), key=lambda p: len(p.parts), reverse=True):
             if directory.is_dir():
                 with contextlib.suppress(OSError):
                     directory.rmdir()
         with contextlib.suppress(OSError):
             controller.rmdir()
-    kube_proxy = layout.kubernetes_binary("kube-proxy")
-    if "chains_before" in state and kube_proxy.is_file() and Path("/usr/sbin/iptables").exists():
-        subprocess.run([str(kube_proxy), "--cleanup"], capture_output=True, check=False)
+    if "chains_before" in state and Path("/usr/sbin/iptables").exists():
+        # Not `kube-proxy --cleanup`: that would flush any other kube-proxy's rules on the host.
         remove_new_chains(state["chains_before"])
+    for cached in Path("/var/lib/cni/results").glob(f"{CNI_NETWORK}-*"):
+        cached.unlink(missing_ok=True)  # libcni's per-container result cache
+    logs = Path("/var/log/containers")
+    for link in logs.glob("*.log") if logs.is_dir() else []:
+        if link.is_symlink() and os.readlink(link).startswith(f"{workdir}/"):
+            link.unlink()
     for link in state.get("links", []):
         if link_exists(link):
             _ip("link", "del", link, check=False)
@@ -592,6 +622,16 @@ def host_snapshot() -> dict[str, object]:
         "iptables": kube_chains(),
         "netns": sorted(os.listdir(netns)) if netns.is_dir() else [],
         "cgroups": sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/kubepods")),
+        "files": sorted(
+            str(p)
+            for pattern in (
+                "/var/lib/kubelet/*",
+                f"/var/lib/cni/networks/{CNI_NETWORK}/*",
+                f"/var/lib/cni/results/{CNI_NETWORK}-*",
+                "/var/log/containers/*",
+            )
+            for p in Path("/").glob(pattern.lstrip("/"))
+        ),
         "mounts": sorted(
             line.split()[4]
             for line in Path("/proc/self/mountinfo").read_text().splitlines()

@@ -277,7 +277,11 @@ def test_a_deployment_at_100_percent_runs_non_root_apps_through_their_sidecars_a
 
     # Deleting the pods: the apps stop first, then each sidecar delivers what it accepted.
     with TerminationWatch(core, app_namespace, "app=orders") as watch:
-        kubectl_ok(node, "delete", "deployment", "orders", "-n", app_namespace, "--wait=true")
+        # Foreground: kubectl returns once the pods themselves are gone, not just the Deployment.
+        kubectl_ok(
+            node, "delete", "deployment", "orders", "-n", app_namespace,
+            "--cascade=foreground", "--wait=true",
+        )  # fmt: skip
     assert len(watch.finished()) == len(pods), f"both ends of every pod: {watch.ends}"
     for pod, (app_end, sidecar_end) in watch.finished().items():
         assert app_end <= sidecar_end, f"{pod}: the sidecar stopped before its app"
