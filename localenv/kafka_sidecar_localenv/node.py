@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -112,6 +113,12 @@ def link_exists(name: str) -> bool:
     return Path("/sys/class/net", name).exists()
 
 
+def ports_of(bridge: str) -> list[str]:
+    """The links attached to ``bridge`` (none when it does not exist)."""
+    ports = Path("/sys/class/net", bridge, "brif")
+    return sorted(p.name for p in ports.iterdir()) if ports.is_dir() else []
+
+
 def mounts_under(root: Path) -> list[str]:
     """Mount points below ``root``, deepest first."""
     prefix = f"{root}/"
@@ -149,6 +156,7 @@ state = "{root}/state"
 """
 
 CNI_NETWORK = "kafka-sidecar"
+CNI_RESULTS = "/var/lib/cni/results"  # libcni's cache; containerd 1.6 cannot move it
 
 
 def cni_config(ipam_dir: Path) -> dict[str, object]:
@@ -222,6 +230,7 @@ class RealNode:
     netns_before: set[str] = field(default_factory=set)
     chains_before: dict[str, list[str]] = field(default_factory=dict)
     kubepods_before: list[str] = field(default_factory=list)
+    cni_results_before: list[str] = field(default_factory=list)
     images: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -279,6 +288,8 @@ class RealNode:
         self.sysctls = read_sysctls()
         self.chains_before = kube_chains()
         self.kubepods_before = sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/kubepods"))
+        results = Path(CNI_RESULTS)
+        self.cni_results_before = sorted(os.listdir(results)) if results.is_dir() else []
         self.netns_before = set(os.listdir("/run/netns")) if Path("/run/netns").is_dir() else set()
         # Both bridges are ours (start() checked neither exists): recorded before they exist, so
         # a failure half-way still removes them. The CNI plugin creates POD_BRIDGE.
@@ -471,6 +482,7 @@ class RealNode:
                     "netns_before": sorted(self.netns_before),
                     "chains_before": self.chains_before,
                     "kubepods_before": self.kubepods_before,
+                    "cni_results_before": self.cni_results_before,
                 },
                 indent=2,
             )
@@ -570,6 +582,32 @@ def _remove_containers(socket: Path) -> None:
             time.sleep(0.1)
 
 
+def kill_leftovers(workdir: Path, kept_cgroups: set[str]) -> None:
+    """SIGKILL what an interrupted stop left running: every process in the kubelet's cgroups
+    (pods the kubelet never stopped) and our containerd's shims. Their network namespaces and
+    veth links go with them."""
+    doomed: set[int] = set()
+    for controller in Path("/sys/fs/cgroup").glob("*/kubepods"):
+        if str(controller) in kept_cgroups:
+            continue
+        for procs in controller.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError, ValueError):
+                doomed.update(int(pid) for pid in procs.read_text().split())
+    socket = str(workdir / "containerd" / "containerd.sock")
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            argv = cmdline.read_bytes().split(b"\0")
+            if argv[0].endswith(b"containerd-shim-runc-v2") and socket.encode() in argv:
+                doomed.add(int(cmdline.parent.name))
+    for pid in doomed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while doomed and time.monotonic() < deadline:
+        doomed = {pid for pid in doomed if Path(f"/proc/{pid}").exists()}
+        time.sleep(0.1)
+
+
 def cleanup_host(workdir: Path, layout: CacheLayout) -> None:
     """Undo the node's host changes recorded in ``workdir``: usable after a crash as well."""
     state_file = workdir / "node-state.json"
@@ -585,6 +623,7 @@ def cleanup_host(workdir: Path, layout: CacheLayout) -> None:
             subprocess.run(["umount", str(netns / name)], capture_output=True, check=False)
             (netns / name).unlink(missing_ok=True)
     kept = set(state.get("kubepods_before", []))
+    kill_leftovers(workdir, kept)
     for controller in Path("/sys/fs/cgroup").glob("*/kubepods"):
         if str(controller) in kept:
             continue
@@ -597,12 +636,17 @@ def cleanup_host(workdir: Path, layout: CacheLayout) -> None:
     if "chains_before" in state and Path("/usr/sbin/iptables").exists():
         # Not `kube-proxy --cleanup`: that would flush any other kube-proxy's rules on the host.
         remove_new_chains(state["chains_before"])
-    for cached in Path("/var/lib/cni/results").glob(f"{CNI_NETWORK}-*"):
-        cached.unlink(missing_ok=True)  # libcni's per-container result cache
+    results_before = set(state.get("cni_results_before", []))
+    for pattern in (f"{CNI_NETWORK}-*", "cni-loopback-*"):  # libcni's per-container cache
+        for cached in Path(CNI_RESULTS).glob(pattern):
+            if cached.name not in results_before:
+                cached.unlink(missing_ok=True)
     logs = Path("/var/log/containers")
     for link in logs.glob("*.log") if logs.is_dir() else []:
         if link.is_symlink() and os.readlink(link).startswith(f"{workdir}/"):
             link.unlink()
+    for port in ports_of(POD_BRIDGE):  # pods' veths, if their namespaces outlived the kill
+        _ip("link", "del", port, check=False)
     for link in state.get("links", []):
         if link_exists(link):
             _ip("link", "del", link, check=False)
@@ -627,7 +671,7 @@ def host_snapshot() -> dict[str, object]:
             for pattern in (
                 "/var/lib/kubelet/*",
                 f"/var/lib/cni/networks/{CNI_NETWORK}/*",
-                f"/var/lib/cni/results/{CNI_NETWORK}-*",
+                "/var/lib/cni/results/*",
                 "/var/log/containers/*",
             )
             for p in Path("/").glob(pattern.lstrip("/"))
