@@ -225,10 +225,14 @@ def install(cluster: Cluster) -> None:
     """The README's install path, then the demo's namespace, topic, policy and Deployment."""
     say("== Installing the operator: kubectl apply -k manifests/crd, then manifests/selfsigned")
     cluster.kubectl("apply", "-k", str(ROOT / "manifests" / "crd"))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s",
-        "crd/kafkasidecarpolicies.kafka-sidecar.io",
-    )  # fmt: skip
+    # Not `kubectl wait`: it errors out while a new CRD has no status.conditions at all yet.
+    established = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
+    crd = "kafkasidecarpolicies.kafka-sidecar.io"
+    deadline = time.monotonic() + 60
+    while cluster.kubectl("get", "crd", crd, "-o", established) != "True":
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"CRD {crd} was not established within 60s")
+        time.sleep(0.5)
     cluster.kubectl("apply", "-k", str(ROOT / "manifests" / "selfsigned"))
     cluster.kubectl(
         "rollout", "status", "-n", "kafka-sidecar-system",

@@ -22,7 +22,7 @@ from kafka_sidecar_localenv.kube import ControlPlane
 from kafka_sidecar_localenv.operator import OperatorProcess
 from kafka_sidecar_localenv.sidecar import SidecarProcess
 from kafka_sidecar_localenv.versions import CacheLayout, default_layout
-from tests.support import create_topic, unique_name
+from tests.support import create_topic, unique_name, wait_for
 
 # name -> log file of every server this session started; tails go into failing reports.
 SERVER_LOGS: dict[str, Path] = {}
@@ -164,22 +164,31 @@ def sidecar_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[SidecarProcess], N
 def crd_installed(control_plane: ControlPlane) -> None:
     """The KafkaSidecarPolicy CRD from crds/, applied and established."""
     crd = Path(__file__).parent.parent / "crds" / "kafkasidecarpolicies.kafka-sidecar.io.yaml"
-    for args in (
-        ["apply", "-f", str(crd)],
-        [
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/kafkasidecarpolicies.kafka-sidecar.io",
-        ],
-    ):
-        proc = subprocess.run(
-            [str(control_plane.kubectl), f"--kubeconfig={control_plane.kubeconfig}", *args],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stderr
+    kubectl = [str(control_plane.kubectl), f"--kubeconfig={control_plane.kubeconfig}"]
+    kubectl_apply_crd(kubectl, "-f", str(crd))
+
+
+def kubectl_apply_crd(kubectl: list[str], *source: str) -> None:
+    """Apply the CRDs (``-f FILE`` or ``-k DIR``) and wait until ours is established (polling:
+    `kubectl wait` errors out while a new CRD has no status.conditions at all yet)."""
+    applied = subprocess.run(
+        [*kubectl, "apply", *source], capture_output=True, text=True, check=False
+    )
+    assert applied.returncode == 0, applied.stderr
+    status = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
+    wait_for(
+        lambda: (
+            subprocess.run(
+                [*kubectl, "get", "crd", "kafkasidecarpolicies.kafka-sidecar.io", "-o", status],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout
+            == "True"
+        ),
+        timeout=60,
+        what="the CRD to be established",
+    )
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from kubernetes import config as k8s_config
 from kafka_sidecar_localenv.node import RealNode, host_snapshot
 from kafka_sidecar_localenv.podlogs import FollowedLog
 from kafka_sidecar_localenv.versions import CacheLayout
-from tests.conftest import SERVER_LOGS
+from tests.conftest import SERVER_LOGS, kubectl_apply_crd
 from tests.support import unique_name, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,14 +59,7 @@ def kubectl_ok(node: RealNode, *args: str, timeout: float = 180) -> str:
 @pytest.fixture(scope="session")
 def installed_operator(real_node: RealNode) -> RealNode:
     """The README's install path: CRDs, then the self-managed TLS overlay; both replicas Ready."""
-    kubectl_ok(real_node, "apply", "-k", str(REPO / "manifests" / "crd"))
-    kubectl_ok(
-        real_node,
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/kafkasidecarpolicies.kafka-sidecar.io",
-    )
+    kubectl_apply_crd(real_node.kubectl_argv(), "-k", str(REPO / "manifests" / "crd"))
     kubectl_ok(real_node, "apply", "-k", str(REPO / "manifests" / "selfsigned"))
     proc = real_node.kubectl(
         "rollout",
