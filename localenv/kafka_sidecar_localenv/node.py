@@ -157,6 +157,10 @@ state = "{root}/state"
 
 CNI_NETWORK = "kafka-sidecar"
 CNI_RESULTS = "/var/lib/cni/results"  # libcni's cache; containerd 1.6 cannot move it
+# Host folders the node's components create whatever their settings say (the kubelet's device
+# plugin socket, libcni's cache, the kubelet's log links, runc's shim sockets): removed on stop
+# when they did not exist before.
+HOST_DIRS = ("/var/lib/kubelet", "/var/lib/cni", "/var/log/containers", "/run/containerd")
 
 
 def cni_config(ipam_dir: Path) -> dict[str, object]:
@@ -231,6 +235,7 @@ class RealNode:
     chains_before: dict[str, list[str]] = field(default_factory=dict)
     kubepods_before: list[str] = field(default_factory=list)
     cni_results_before: list[str] = field(default_factory=list)
+    host_dirs_before: list[str] = field(default_factory=list)
     images: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -288,6 +293,7 @@ class RealNode:
         self.sysctls = read_sysctls()
         self.chains_before = kube_chains()
         self.kubepods_before = sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/kubepods"))
+        self.host_dirs_before = [d for d in HOST_DIRS if Path(d).exists()]
         results = Path(CNI_RESULTS)
         self.cni_results_before = sorted(os.listdir(results)) if results.is_dir() else []
         self.netns_before = set(os.listdir("/run/netns")) if Path("/run/netns").is_dir() else set()
@@ -483,6 +489,7 @@ class RealNode:
                     "chains_before": self.chains_before,
                     "kubepods_before": self.kubepods_before,
                     "cni_results_before": self.cni_results_before,
+                    "host_dirs_before": self.host_dirs_before,
                 },
                 indent=2,
             )
@@ -651,6 +658,9 @@ def cleanup_host(workdir: Path, layout: CacheLayout) -> None:
         if link_exists(link):
             _ip("link", "del", link, check=False)
     write_sysctls(state.get("sysctls", {}))
+    for folder in HOST_DIRS:
+        if folder not in state.get("host_dirs_before", HOST_DIRS):
+            shutil.rmtree(folder, ignore_errors=True)
     state_file.unlink(missing_ok=True)
     # The kubelet's root dir holds files owned by many UIDs: remove it here, not in a test's tmp.
     for folder in ("kubelet", "containerd"):
@@ -666,6 +676,7 @@ def host_snapshot() -> dict[str, object]:
         "iptables": kube_chains(),
         "netns": sorted(os.listdir(netns)) if netns.is_dir() else [],
         "cgroups": sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/kubepods")),
+        "folders": [d for d in HOST_DIRS if Path(d).exists()],
         "files": sorted(
             str(p)
             for pattern in (
