@@ -1,27 +1,47 @@
 """``/healthz`` and ``/readyz`` on the health port.
 
 Ready means the webhook answers from every policy: the replica's own policy view has been listed
-in full. A TCP check on the webhook port would pass before that, and a Service would send it pods
-that then get ``no-policy``.
+in full, and the webhook server accepts connections. A TCP check on the webhook port alone would
+pass before the view is complete (pods would get ``no-policy``); the view alone is complete before
+kopf's webhook server listens (the API server would fail open on the refused connection).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 
 from aiohttp import web
 
 
-async def serve_health(port: int, ready: Callable[[], bool]) -> web.AppRunner:
-    """Start the server; the caller cleans the returned runner up on exit."""
+async def accepting(host: str, port: int) -> bool:
+    """Whether something listens on ``host:port`` (a TCP connect within a second)."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=1)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+async def serve_health(
+    port: int, ready: Callable[[], bool], webhook: tuple[str, int] | None = None
+) -> web.AppRunner:
+    """Start the server; the caller cleans the returned runner up on exit. ``webhook`` is the
+    address the webhook server listens on, checked by ``/readyz``."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
-        if ready():
-            return web.Response(text="ready\n")
-        return web.Response(status=503, text="policies not listed yet\n")
+        if not ready():
+            return web.Response(status=503, text="policies not listed yet\n")
+        if webhook is not None and not await accepting(*webhook):
+            return web.Response(status=503, text="webhook server not listening yet\n")
+        return web.Response(text="ready\n")
 
     app = web.Application()
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz)])

@@ -272,6 +272,8 @@ def test_every_replica_answers_from_every_policy_also_while_peering_pauses_it(
         what="kopf peering to pause exactly one replica",
     )
     leader = first if not kopf_paused(first) else second
+    # A replica that is not ready yet admits pods unchanged; the Service would not send it any.
+    wait_for(lambda: ready(first) and ready(second), what="both replicas ready")
     wait_for(
         lambda: admit(leader, review(namespace, pod_body("probe"))).get("reason") == "injected",
         what="the policy known to the leader",

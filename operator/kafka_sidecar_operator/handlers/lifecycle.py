@@ -108,7 +108,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
     view = memo.view = PolicyView(scopes=config.watch_namespaces or ("",))
     follow_policies(api_client(), view, running.stop)
     if config.health_port:
-        running.health = await serve_health(config.health_port, lambda: view.complete)
+        # /readyz connects where the webhook server listens (any address: loopback).
+        listening = "127.0.0.1" if options.local else config.webhook_host
+        probe = "127.0.0.1" if listening in ("", "0.0.0.0", "::") else listening  # noqa: S104
+        running.health = await serve_health(
+            config.health_port, lambda: view.complete, webhook=(probe, config.webhook_port)
+        )
     reconciler = Reconciler(
         config,
         api,
