@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from kafka_sidecar_api.contract import number
+
 DEFAULT_IMAGE = "ghcr.io/kafka-sidecar/kafka-sidecar:0.1.0"
 
 
@@ -110,10 +112,4 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise OperatorConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise OperatorConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
-    return value
+    return number(raw, name, "seconds", OperatorConfigError)
