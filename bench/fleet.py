@@ -24,6 +24,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from bench.data_path import PARTITIONS, PRODUCER_SETTINGS
 from bench.data_path import run_scenario as closed_loop
+from kafka_sidecar_localenv.broker_metrics import BrokerSample, read_all
 from kafka_sidecar_localenv.connections import broker_connections
 from kafka_sidecar_localenv.kafka import KafkaCluster
 from kafka_sidecar_localenv.sidecar import SidecarProcess, metric_sum
@@ -175,6 +176,9 @@ def run_scenario(
     admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])[
         topic
     ].result(30)
+    del admin  # its connections would count at the brokers
+    metrics_ports = [node.metrics_port for node in cluster.nodes]
+    brokers_idle = read_all(metrics_ports)
     context = multiprocessing.get_context("spawn")
     ready, start, results = context.Queue(), context.Event(), context.Queue()
     workers = [
@@ -211,18 +215,25 @@ def run_scenario(
             profile(pid, seconds, profiles / f"{name}-{processes}p.txt")
             for pid, name in ((sidecar.pid, "sidecar"), (pids[0], "app"))
         ]
+    brokers0 = read_all(metrics_ports)
     began = time.perf_counter()
     start.set()
     peak_apps = peak_sidecar = peak_rss = 0
+    peak_brokers = BrokerSample()
     collected: list[dict[str, Any]] = []
+    next_read = began
     while len(collected) < processes:
         peak_apps = max(peak_apps, broker_connections(pids, ports))
         peak_sidecar = max(peak_sidecar, broker_connections([sidecar.pid], ports))
         peak_rss = max(peak_rss, rss_bytes(sidecar.pid))
+        if time.perf_counter() >= next_read:  # a bulk read costs the brokers a little CPU
+            peak_brokers = peak(peak_brokers, read_all(metrics_ports))
+            next_read += 1.0
         while not results.empty():
             collected.append(results.get())
         time.sleep(0.1)
     wall = time.perf_counter() - began
+    brokers = read_all(metrics_ports)
     sidecar_cpu = cpu_seconds(sidecar.pid) - sidecar_cpu0
     calls = metric_sum(sidecar.metrics(), CALLS) - calls0
     for process in workers:
@@ -254,6 +265,46 @@ def run_scenario(
         "app_broker_connections": peak_apps,
         "sidecar_rss_mb": peak_rss / 2**20 if through_sidecar else 0.0,
         "events_per_call": events / calls if through_sidecar and calls else 0.0,
+        **broker_side(brokers0, brokers, peak_brokers, brokers_idle, events, size, wall),
+    }
+
+
+def peak(a: BrokerSample, b: BrokerSample) -> BrokerSample:
+    """The larger connection count and heap of two readings (the rest is not used)."""
+    return BrokerSample(
+        connections=max(a.connections, b.connections), heap_bytes=max(a.heap_bytes, b.heap_bytes)
+    )
+
+
+def broker_side(
+    before: BrokerSample,
+    after: BrokerSample,
+    peaks: BrokerSample,
+    idle: BrokerSample,
+    events: int,
+    size: int,
+    wall: float,
+) -> dict[str, float]:
+    """What the brokers measured over one scenario, summed over the cluster.
+
+    Records per Produce request: a request carries one batch per partition it writes, so this
+    is the batching the brokers see. Payload bytes per byte in: the event bytes the apps produced
+    over the bytes the brokers received (batch headers included): compression and framing.
+    """
+    requests = after.produce_requests - before.produce_requests
+    bytes_in = after.bytes_in - before.bytes_in
+    return {
+        "broker_produce_requests_per_s": requests / wall,
+        "broker_records_per_request": (after.records_in - before.records_in) / requests
+        if requests
+        else 0.0,
+        "broker_bytes_in_per_s": bytes_in / wall,
+        "broker_payload_per_byte_in": events * size / bytes_in if bytes_in else 0.0,
+        "broker_cpu_s_per_m": (after.cpu_ns - before.cpu_ns) / 1e9 / events * 1e6,
+        "broker_gc_ms_per_s": (after.gc_ms - before.gc_ms) / wall,
+        "broker_heap_mb_peak": peaks.heap_bytes / 2**20,
+        "broker_side_connections": peaks.connections,
+        "broker_side_connections_idle": idle.connections,
     }
 
 
@@ -270,6 +321,15 @@ METRICS = (
     "app_broker_connections",
     "sidecar_rss_mb",
     "events_per_call",
+    "broker_produce_requests_per_s",
+    "broker_records_per_request",
+    "broker_bytes_in_per_s",
+    "broker_payload_per_byte_in",
+    "broker_cpu_s_per_m",
+    "broker_gc_ms_per_s",
+    "broker_heap_mb_peak",
+    "broker_side_connections",
+    "broker_side_connections_idle",
 )
 
 
@@ -348,7 +408,36 @@ def report(summary: list[dict[str, Any]], meta: dict[str, Any], out: Path) -> No
                 )
                 + " |"
             )
+    lines += [
+        "",
+        "The brokers' own metrics (JMX through Jolokia, summed over the brokers): Produce requests "
+        "and bytes in per second, records per Produce request (batching as the brokers see it), "
+        "payload bytes per byte received (compression and framing), broker CPU per million "
+        "events, GC time per second, peak heap, and connections at the brokers (peak; before the "
+        "apps started, the sidecar's own).",
+        "",
+        "| processes x events/s | path | Produce req/s | records per request | bytes in/s | "
+        "payload per byte in | broker CPU s per M events | GC ms/s | heap MB peak | "
+        "connections at brokers (idle) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for processes, rate in keys:
+        for mode in modes:
+            row = index.get((mode, processes, rate))
+            if row is not None:
+                lines.append(
+                    f"| {processes} x {rate / processes:,.0f} | {mode} | "
+                    f"{row['broker_produce_requests_per_s']:,.0f} | "
+                    f"{row['broker_records_per_request']:.1f} | "
+                    f"{row['broker_bytes_in_per_s']:,.0f} | "
+                    f"{row['broker_payload_per_byte_in']:.2f} | {row['broker_cpu_s_per_m']:.1f} | "
+                    f"{row['broker_gc_ms_per_s']:.1f} | {row['broker_heap_mb_peak']:.0f} | "
+                    f"{row['broker_side_connections']:.0f} "
+                    f"({row['broker_side_connections_idle']:.0f}) |"
+                )
     lines += ["", f"Sidecar RSS idle (before the first scenario): {meta['idle_rss_mb']:.0f} MB."]
+    if meta.get("knee"):
+        lines += ["", *knee_lines(meta["knee"])]
     if meta["capacity_events_per_second"]:
         capacity = meta["capacity_events_per_second"]
         lines.append(
@@ -382,6 +471,66 @@ def report(summary: list[dict[str, Any]], meta: dict[str, Any], out: Path) -> No
         axis.legend()
     figure.tight_layout()
     figure.savefig(out / "fleet.png", dpi=100)
+
+
+def knee_of(rows: list[dict[str, Any]]) -> float | None:
+    """The lowest offered load whose p99 passes twice the p99 at the lowest load, or whose
+    events were not all delivered; None when the sweep never got there."""
+    ordered = sorted(rows, key=lambda r: r["offered_per_second"])
+    base = ordered[0]["p99_ms"]
+    for row in ordered[1:]:
+        if row["p99_ms"] > 2 * base or row["delivered_ratio"] < 1.0:
+            return float(row["offered_per_second"])
+    return None
+
+
+def knee_lines(sweep: dict[str, Any]) -> list[str]:
+    """The knee section of fleet.md."""
+    rows = sweep["rows"]
+    modes = sorted({r["mode"] for r in rows}, key=lambda m: (m != "direct", m))
+    lines = [
+        f"## The knee: {sweep['processes']} processes, offered load rising",
+        "",
+        "The knee is the lowest offered load whose p99 passes twice the p99 at the lowest load.",
+        "",
+        "| pod events/s | " + " | ".join(f"{m} p99 ms | {m} pod CPU s/M" for m in modes) + " |",
+        "|---|" + "---|---|" * len(modes),
+    ]
+    for rate in sorted({r["offered_per_second"] for r in rows}):
+        cells = []
+        for mode in modes:
+            row = next(r for r in rows if r["mode"] == mode and r["offered_per_second"] == rate)
+            cells.append(f"{row['p99_ms']:.1f} | {row['pod_cpu_s_per_m']:.1f}")
+        lines.append(f"| {rate:,.0f} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for mode in modes:
+        knee = sweep["knee"][mode]
+        lines.append(
+            f"- {mode}: knee at {knee:,.0f} events/s"
+            if knee is not None
+            else f"- {mode}: no knee up to {max(r['offered_per_second'] for r in rows):,.0f}"
+        )
+    return lines
+
+
+def sweep_knee(
+    rates: list[float],
+    processes: int,
+    seconds: float,
+    size: int,
+    cluster: KafkaCluster,
+    sidecar: SidecarProcess,
+) -> dict[str, Any]:
+    """Both paths at each load in turn (interleaved, so both see the same machine)."""
+    rows = []
+    for number, rate in enumerate(rates):
+        order = ["direct", "sidecar"] if number % 2 == 0 else ["sidecar", "direct"]
+        for mode in order:
+            row = run_scenario(mode, processes, rate, seconds, size, cluster, sidecar)
+            print(json.dumps({"knee": True, **row}), file=sys.stderr, flush=True)
+            rows.append(row)
+    knee = {mode: knee_of([r for r in rows if r["mode"] == mode]) for mode in ("direct", "sidecar")}
+    return {"processes": processes, "rows": rows, "knee": knee}
 
 
 def check(summary: list[dict[str, Any]], capacity: dict[str, float]) -> list[str]:
@@ -419,6 +568,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--profile", type=Path, help="py-spy the sidecar and one app into here")
     parser.add_argument(
+        "--knee",
+        default="",
+        help="pod events/s to sweep, e.g. 2000,4000,8000 (4 processes): finds each path's knee",
+    )
+    parser.add_argument(
         "--variant",
         action="append",
         default=[],
@@ -433,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     modes = ["direct", "sidecar", *(f"sidecar+{setting}" for setting in args.variant)]
     capacity: dict[str, float] = {}
+    knee: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="kafka-sidecar-fleet-") as tmp:
         cluster = KafkaCluster(default_layout(), Path(tmp) / "kafka", size=BROKERS)
         sidecar = SidecarProcess("", Path(tmp) / "sidecar")
@@ -461,6 +616,9 @@ def main(argv: list[str] | None = None) -> int:
                         row["repeat"] = repeat
                         print(json.dumps(row), file=sys.stderr, flush=True)
                         rows.append(row)
+            if args.knee:
+                rates = [float(rate) for rate in args.knee.split(",")]
+                knee = sweep_knee(rates, 4, args.seconds, args.size, cluster, sidecar)
             if args.smoke:
                 for mode in ("direct", "sidecar"):
                     capacity[mode] = closed_loop(mode, 1, args.size, 20_000, cluster, sidecar)[
@@ -479,6 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(),
         "idle_rss_mb": idle_rss / 2**20,
         "capacity_events_per_second": capacity,
+        "knee": knee,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (args.out / "fleet.json").write_text(

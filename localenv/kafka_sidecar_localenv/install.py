@@ -19,6 +19,7 @@ from pathlib import Path
 
 from kafka_sidecar_localenv.versions import (
     ETCD_VERSION,
+    JOLOKIA_VERSION,
     KAFKA_VERSION,
     KUBERNETES_COMMANDS,
     KUBERNETES_VERSION,
@@ -128,6 +129,27 @@ def ensure_kafka(layout: CacheLayout) -> None:
 
     with step(f"Kafka {KAFKA_VERSION}: resolving broker jars from Maven Central"):
         build_into(layout.kafka, build)
+
+
+def ensure_jolokia(layout: CacheLayout) -> None:
+    """Fetch Jolokia's JVM agent: each broker serves its JMX metrics over HTTP with it, read
+    in milliseconds where a JMX client would start a JVM per read."""
+    if layout.jolokia_agent.is_file():
+        return
+
+    def build(scratch: Path) -> None:
+        plugin = f"org.apache.maven.plugins:maven-dependency-plugin:{MAVEN_DEPENDENCY_PLUGIN}"
+        artifact = f"org.jolokia:jolokia-agent-jvm:{JOLOKIA_VERSION}:jar:javaagent"
+        run(
+            ["mvn", "-B", "-q", f"{plugin}:copy", f"-Dartifact={artifact}", "-DoutputDirectory=."],
+            cwd=scratch,
+        )
+        (scratch / f"jolokia-agent-jvm-{JOLOKIA_VERSION}-javaagent.jar").rename(
+            scratch / layout.jolokia_agent.name
+        )
+
+    with step(f"Jolokia {JOLOKIA_VERSION}: fetching the JVM agent from Maven Central"):
+        build_into(layout.jolokia_agent.parent, build)
 
 
 def ensure_etcd(layout: CacheLayout) -> None:
@@ -312,6 +334,7 @@ def ensure_all(layout: CacheLayout | None = None, node: bool = True) -> CacheLay
         with step("host packages for the real node (containerd, runc, CNI, iptables, docker.io)"):
             ensure_host_packages()
     ensure_kafka(layout)
+    ensure_jolokia(layout)
     ensure_etcd(layout)
     ensure_kubernetes(layout)
     if node:

@@ -36,6 +36,8 @@ class KafkaNode:
     config_path: Path
     process: ManagedProcess | None = None
     host: str = "127.0.0.1"
+    # Jolokia's HTTP port (on 127.0.0.1 only): the broker's own JMX metrics.
+    metrics_port: int = 0
 
     @property
     def address(self) -> str:
@@ -103,6 +105,7 @@ class KafkaCluster:
     def start(self, timeout: float = 120.0) -> KafkaCluster:
         """Format and start every node, then wait until each one answers metadata."""
         require_installed(self.layout.kafka_libs)
+        require_installed(self.layout.jolokia_agent)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.nodes = [
             KafkaNode(
@@ -112,6 +115,7 @@ class KafkaCluster:
                 data_dir=self.workdir / f"node{index}" / "data",
                 config_path=self.workdir / f"node{index}" / "server.properties",
                 host=self.host,
+                metrics_port=free_port("127.0.0.1"),
             )
             for index in range(1, self.size + 1)
         ]
@@ -145,10 +149,12 @@ class KafkaCluster:
             )
 
     def start_node(self, node: KafkaNode) -> None:
-        """(Re)start one node with its existing storage."""
+        """(Re)start one node with its existing storage, its JMX metrics served by Jolokia."""
+        agent = f"-javaagent:{self.layout.jolokia_agent}=host=127.0.0.1,port={node.metrics_port}"
+        argv = self._java("kafka.Kafka", str(node.config_path))
         node.process = ManagedProcess(
             name=f"kafka-{node.node_id}",
-            argv=self._java("kafka.Kafka", str(node.config_path)),
+            argv=[argv[0], agent, *argv[1:]],
             log_path=self.workdir / "logs" / f"kafka-{node.node_id}.log",
         ).start()
 
@@ -190,6 +196,7 @@ class KafkaCluster:
                     "id": n.node_id,
                     "address": n.address,
                     "pid": n.process.pid if n.process else None,
+                    "metrics": f"http://127.0.0.1:{n.metrics_port}/jolokia/",
                     "log": str(self.workdir / "logs" / f"kafka-{n.node_id}.log"),
                 }
                 for n in self.nodes

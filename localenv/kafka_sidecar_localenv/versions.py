@@ -12,6 +12,8 @@ from pathlib import Path
 
 KAFKA_VERSION = "4.1.1"
 LOG4J_VERSION = "2.25.3"
+# JMX over HTTP inside each broker JVM: the brokers' own metrics for the benchmarks.
+JOLOKIA_VERSION = "2.2.9"
 MAVEN_DEPENDENCY_PLUGIN = "3.8.1"
 KUBERNETES_VERSION = "1.36.3"
 # Built from k8s.io/kubernetes at KUBERNETES_VERSION; the last four make the real node.
@@ -50,6 +52,10 @@ class CacheLayout:
     @property
     def etcd(self) -> Path:
         return self.root / f"etcd-{ETCD_VERSION}"
+
+    @property
+    def jolokia_agent(self) -> Path:
+        return self.root / f"jolokia-{JOLOKIA_VERSION}" / "jolokia-agent.jar"
 
     @property
     def kafka_libs(self) -> Path:
