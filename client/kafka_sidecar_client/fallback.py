@@ -149,9 +149,14 @@ class FallbackController:
         with self.ledger.lock:
             # Events a sidecar accepted are never re-sent while its report stream lives: it may
             # still deliver them (a lost stream re-sends them). After the drain timeout new
-            # events stop waiting for them and go direct.
+            # events stop waiting for them and go direct. Those of a sidecar whose stream never
+            # opened (killed before the report thread reached it) would only be re-sent when
+            # another sidecar's stream opens, after newer events of their keys: they go direct
+            # first, in order (possibly twice, if that sidecar delivered them after all).
             owed = [e for e in self.ledger.inflight.values() if e.accepted_by is not None]
             if owed and now >= drain_until:
+                live = self.ledger.live_sidecar
+                self.ledger.requeue([e for e in owed if e.accepted_by != live], resent=True)
                 owed = []
             batch: list[Event] = []
             if not owed:  # keep order: nothing goes direct before what a sidecar holds

@@ -43,6 +43,8 @@ class EventLedger:
         self.pollers = 0
         self.message_timeout = message_timeout
         self.next_expiry: float | None = None  # nothing can expire before this
+        # The sidecar whose report stream is open: only its reports can resolve what it accepted.
+        self.live_sidecar: str | None = None
 
     def resolve(self, reports: Sequence[DeliveryReport]) -> None:
         """Resolve the events a sidecar reported; reports for unknown events are ignored."""
@@ -98,6 +100,11 @@ class EventLedger:
             back.sort(key=lambda e: e.sequence)
             self.unsent = deque(heapq.merge(back, self.unsent, key=lambda e: e.sequence))
             self.sender_wake.notify()
+
+    def accepted_by(self, sidecar: str | None) -> list[Event]:
+        """In-flight events ``sidecar`` accepted (lock held); a scan, for the rare moments a
+        sidecar changes."""
+        return [e for e in self.inflight.values() if e.accepted_by == sidecar]
 
     def expire(self, now: float) -> None:
         """Resolve events older than the app's message.timeout.ms with _MSG_TIMED_OUT, as

@@ -51,6 +51,10 @@ class Sender:
         self.last_send = 0.0  # monotonic time of the last call: recent means the app is busy
         self.flushing = False  # no linger while the app flushes
         self.closed = False
+        # A sidecar that accepted events before its report stream opened, and since when: no
+        # new event is sent until that stream opens (or another's, which re-sends them).
+        self.unconfirmed: str | None = None
+        self.unconfirmed_since = 0.0
 
     def run(self) -> None:
         while not self.closed:
@@ -69,6 +73,8 @@ class Sender:
                 self.ledger.expire(time.monotonic())
             if self.failover.active:
                 batch = None
+            elif self._waiting_for_stream():
+                return
             else:
                 self._wait_for_events()
                 if not self.ledger.unsent:
@@ -104,6 +110,28 @@ class Sender:
                     and self.ledger.inflight.pop(event.sequence, None) is not None
                 ):
                     self.ledger.complete(event, failure)
+
+    def _waiting_for_stream(self) -> bool:
+        """Keep per-key order across a sidecar restart (lock held).
+
+        Events a sidecar accepted before the report thread reached it can only be confirmed by
+        its stream. Were that sidecar killed meanwhile, they are re-sent when the next sidecar's
+        stream opens; any newer event sent before then would land first. So sending pauses until
+        the stream opens, and after the drain timeout the events are re-sent in order.
+        """
+        sidecar = self.unconfirmed
+        if sidecar is None:
+            return False
+        owed = self.ledger.accepted_by(sidecar)
+        if sidecar == self.ledger.live_sidecar or not owed:
+            self.unconfirmed = None
+            return False
+        if time.monotonic() - self.unconfirmed_since >= self.settings.drain_timeout_ms / 1000:
+            self.ledger.requeue(owed, resent=True)
+            self.unconfirmed = None
+            return False
+        self.ledger.sender_wake.wait(0.01)
+        return True
 
     def _wait_for_events(self) -> None:
         """Sleep until there is something to send; when busy, let a batch fill up first.
@@ -170,5 +198,7 @@ class Sender:
                     self.ledger.complete(event, refusal_error(ack.error_code, ack.error_message))
             if sidecar in self.ended_sidecars:  # its stream ended before we heard the ack
                 self.ledger.requeue([e for e in batch if e.accepted_by == sidecar], resent=True)
+            elif sidecar not in (self.ledger.live_sidecar, self.unconfirmed):
+                self.unconfirmed, self.unconfirmed_since = sidecar, time.monotonic()
         if retry_after:
             time.sleep(retry_after)

@@ -73,7 +73,6 @@ class SidecarMode:
         self.ledger = EventLedger(self.message_timeout)
         self.lock = self.ledger.lock
         self.dead: str | None = None  # why a thread of ours ended; produce() then refuses
-        self.live_sidecar: str | None = None
         self.ended_sidecars: set[str] = set()
         self.closed = False
         self.started = False
@@ -335,7 +334,7 @@ class SidecarMode:
     def _stream_started(self, sidecar: str) -> None:
         """Events another sidecar accepted will never be reported on this stream: resend them."""
         with self.lock:
-            self.live_sidecar = sidecar
+            self.ledger.live_sidecar = sidecar
             self.ended_sidecars.discard(sidecar)
             orphans = [
                 e
@@ -347,10 +346,10 @@ class SidecarMode:
     def _stream_ended(self, sidecar: str) -> None:
         """A sidecar ends its stream after delivering everything; what is left was lost with it."""
         with self.lock:
-            if self.live_sidecar == sidecar:
-                self.live_sidecar = None
+            if self.ledger.live_sidecar == sidecar:
+                self.ledger.live_sidecar = None
             self.ended_sidecars.add(sidecar)
-            orphans = [e for e in self.ledger.inflight.values() if e.accepted_by == sidecar]
+            orphans = self.ledger.accepted_by(sidecar)
             if orphans:
                 log.warning(
                     "Lost the report stream of sidecar %s with %d event(s) unreported; "

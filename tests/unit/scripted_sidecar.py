@@ -27,6 +27,7 @@ class ScriptedSidecar:
         self.closed = threading.Event()
         self.subscribe_hook: Callable[[], None] | None = None
         self.unreachable = False
+        self.sidecar_id = "s1"  # a restarted sidecar answers with a new one
 
     def __call__(self, address: str, timeout: float) -> ScriptedSidecar:
         return self  # the factory SidecarMode calls
@@ -36,13 +37,13 @@ class ScriptedSidecar:
             raise SidecarUnreachable("UNAVAILABLE: scripted")
         if self.emit_hook is not None:
             self.emit_hook(request)
-        answer = ProduceBatchAck(sidecar_id="s1")
+        answer = ProduceBatchAck(sidecar_id=self.sidecar_id)
         for event in request.events:
             answer.acks.add(received=True, sequence=event.sequence)
         if self.report:
             self.reports.put(
                 DeliveryReportBatch(
-                    sidecar_id="s1",
+                    sidecar_id=self.sidecar_id,
                     reports=[
                         DeliveryReport(sequence=e.sequence, topic=e.topic, offset=e.sequence)
                         for e in request.events
@@ -54,7 +55,7 @@ class ScriptedSidecar:
     def subscribe(self, client_id: str) -> Iterator[DeliveryReportBatch]:
         if self.subscribe_hook is not None:
             self.subscribe_hook()
-        yield DeliveryReportBatch(sidecar_id="s1")
+        yield DeliveryReportBatch(sidecar_id=self.sidecar_id)
         while not self.closed.is_set():
             try:
                 batch = self.reports.get(timeout=0.05)

@@ -342,6 +342,7 @@ class Recording(ScriptedSidecar):
 
 def lingering_sender(linger_ms: str) -> tuple[Sender, EventLedger, Recording]:
     ledger = EventLedger(None)
+    ledger.live_sidecar = "s1"  # its report stream is open
     settings = ClientSettings.from_env(
         {"KAFKA_SIDECAR_MODE": "sidecar", "KAFKA_SIDECAR_LINGER_MS": linger_ms}
     )
@@ -390,3 +391,58 @@ def test_probe_jitter_leaves_the_apps_global_random_sequence_alone() -> None:
     delays = {failover.probe_delay() for _ in range(5)}
     assert random.random() == expected
     assert len(delays) > 1, "the probe interval is still jittered"
+
+
+def test_a_sidecar_killed_before_its_report_stream_opened_keeps_per_key_order(
+    sidecar: ScriptedSidecar,
+) -> None:
+    """Sidecar a accepts an event, then dies before the report thread reaches it; b starts. The
+    event is re-sent when b's stream opens, and no newer event may reach b before it."""
+    stream_open = threading.Event()
+
+    def stream_waits() -> None:
+        if not stream_open.is_set():
+            raise SidecarUnreachable("UNAVAILABLE: not started yet")
+
+    sent: list[list[int]] = []
+    sidecar.emit_hook = lambda request: sent.append([e.sequence for e in request.events])
+    sidecar.report, sidecar.subscribe_hook, sidecar.sidecar_id = False, stream_waits, "a"
+    mode = make_mode(sidecar)
+    mode.produce("t", b"1", b"k")
+    deadline = time.monotonic() + 5
+    while not sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sidecar.sidecar_id = "b"  # a was killed, its events unreported; b now answers
+    mode.produce("t", b"2", b"k")
+    time.sleep(0.3)
+    assert sent == [[1]], "nothing newer is sent while a's events are unconfirmed"
+    sidecar.report = True
+    stream_open.set()  # b's stream: a's event is re-sent, then the newer one
+    assert mode.flush(5) == 0
+    assert [sequence for call in sent for sequence in call] == [1, 1, 2]
+    assert mode.counter_totals()["t"]["resent"] == 1
+    mode.close()
+
+
+def test_after_the_drain_timeout_events_of_a_sidecar_without_a_stream_go_direct_first() -> None:
+    """In fallback, new events stop waiting for a sidecar's events at the drain timeout; those
+    of a sidecar whose stream never opened go direct before them, in order."""
+    failover = controller()
+    ledger = failover.ledger
+    owed, new = queued_event(1), queued_event(2)
+    owed.accepted_by = "dead"
+    ledger.inflight[1] = owed
+    ledger.unsent.append(new)
+    failover.active, failover.since = True, time.monotonic() - 3600
+    sent: list[int] = []
+    failover.direct.send = lambda event, _: sent.append(event.sequence)  # type: ignore[method-assign]
+    failover.next_probe = time.monotonic() + 3600
+    failover.step()
+    assert sent == [1, 2]
+    assert owed.resent
+
+
+def queued_event(sequence: int) -> Event:
+    event = Event("t", b"v", b"k", -1, 0, None, None, 1)
+    event.sequence = sequence
+    return event
