@@ -80,3 +80,18 @@ def container_pids(container_id: str) -> list[int]:
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
     return found
+
+
+def cgroup_cpu_seconds(pid: int, levels_up: int = 0) -> float:
+    """CPU time of the cgroup v1 cpuacct group ``pid`` is in, or of an ancestor ``levels_up``
+    above it (1 from a container's process: its pod, every container and exited child
+    included)."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "cpuacct" in controllers.split(","):
+            group = Path(path)
+            for _ in range(levels_up):
+                group = group.parent
+            usage = Path("/sys/fs/cgroup/cpuacct", str(group).lstrip("/"), "cpuacct.usage")
+            return int(usage.read_text()) / 1e9
+    raise FileNotFoundError(f"process {pid} has no cgroup v1 cpuacct group")
