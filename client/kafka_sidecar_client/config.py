@@ -15,6 +15,7 @@ from kafka_sidecar_api.contract import SOCKET_ADDRESS, number, positive_int
 
 Mode = Literal["direct", "sidecar"]
 Fallback = Literal["direct", "none"]
+TransportKind = Literal["auto", "grpc"]
 DEFAULT_ADDRESS = SOCKET_ADDRESS
 
 
@@ -35,6 +36,11 @@ class ClientSettings:
     fallback: Fallback = "direct"
     """``KAFKA_SIDECAR_FALLBACK``: ``direct`` (default) re-sends through a direct producer while the
     sidecar is unreachable; ``none`` keeps events buffered until it returns."""
+
+    transport: TransportKind = "auto"
+    """``KAFKA_SIDECAR_TRANSPORT``: ``auto`` (default) uses the sidecar's frames socket
+    (``<socket>.frames``: the same messages without gRPC, a fraction of its CPU per call) when the
+    sidecar offers it and gRPC otherwise; ``grpc`` always uses gRPC. TCP addresses use gRPC."""
 
     app: str = ""
     """``KAFKA_SIDECAR_APP``: the app label of the counters reported to the sidecar
@@ -76,10 +82,16 @@ class ClientSettings:
                 f"KAFKA_SIDECAR_FALLBACK must be 'direct' or 'none', got {fallback!r}"
             )
         address = env.get("KAFKA_SIDECAR_ADDRESS", DEFAULT_ADDRESS).strip() or DEFAULT_ADDRESS
+        transport = env.get("KAFKA_SIDECAR_TRANSPORT", "auto").strip().lower() or "auto"
+        if transport not in ("auto", "grpc"):
+            raise ClientConfigError(
+                f"KAFKA_SIDECAR_TRANSPORT must be 'auto' or 'grpc', got {transport!r}"
+            )
         return cls(
             mode="sidecar" if mode == "sidecar" else "direct",
             address=address,
             fallback="none" if fallback == "none" else "direct",
+            transport="grpc" if transport == "grpc" else "auto",
             app=env.get("KAFKA_SIDECAR_APP", "").strip() or socket.gethostname(),
             batch_max_events=_positive(env, "KAFKA_SIDECAR_BATCH_MAX_EVENTS", 1000),
             batch_max_bytes=_positive(env, "KAFKA_SIDECAR_BATCH_MAX_BYTES", 1_048_576),

@@ -105,6 +105,7 @@ class Producer:
         transactions, ...): the child makes its own on first use.
         """
         if self._sidecar is not None:
+            self._sidecar.release_in_child()
             forking.abandon(self._sidecar)
             if self._direct is not None:
                 forking.abandon(self._direct)

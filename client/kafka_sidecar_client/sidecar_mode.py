@@ -37,13 +37,10 @@ from kafka_sidecar_client.events import (
     to_int,
 )
 from kafka_sidecar_client.fallback import DirectFallback, FallbackController
+from kafka_sidecar_client.frames_transport import open_transport
 from kafka_sidecar_client.ledger import EventLedger
 from kafka_sidecar_client.sender import Sender
-from kafka_sidecar_client.transport import (
-    SidecarTransport,
-    SidecarUnreachable,
-    Transport,
-)
+from kafka_sidecar_client.transport import SidecarUnreachable, Transport
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +233,7 @@ class SidecarMode:
 
     def quiesce(self) -> None:
         """Before ``fork()``: no thread of ours inside gRPC, so its fork handlers can run."""
-        if not self.started or self.transport is None:
+        if not self.started or self.transport is None or not self.transport.needs_quiesce:
             return
         self.forking.set()
         self._gate_held = self.rpc_gate.acquire(timeout=self.settings.rpc_timeout_ms / 1000 + 1)
@@ -244,6 +241,11 @@ class SidecarMode:
         while self.streaming.is_set() and time.monotonic() < deadline:
             self.transport.cancel_stream()
             time.sleep(0.002)
+
+    def release_in_child(self) -> None:
+        """After ``fork()``, in the child: close what the parent's transport left open here."""
+        if self.transport is not None:
+            self.transport.release_in_child()
 
     def resume(self) -> None:
         """After ``fork()``, in the parent."""
@@ -259,10 +261,12 @@ class SidecarMode:
             if self.started:
                 return
             self.started = True
-        factory = self.transport_factory or SidecarTransport  # looked up now: a test seam
-        self.transport = self.sender.transport = factory(
-            self.settings.address, self.settings.rpc_timeout_ms / 1000
-        )
+        address, timeout = self.settings.address, self.settings.rpc_timeout_ms / 1000
+        if self.transport_factory is not None:  # a test seam
+            self.transport = self.transport_factory(address, timeout)
+        else:
+            self.transport = open_transport(address, timeout, self.settings.transport)
+        self.sender.transport = self.transport
         for target, name in ((self.sender.run, "sender"), (self._report_loop, "reports")):
             threading.Thread(
                 target=self._guarded,

@@ -70,6 +70,15 @@ class SidecarRefused(Exception):
 class Transport(Protocol):
     """What the client's threads need of a link to the sidecar (a seam for unit tests)."""
 
+    @property
+    def needs_quiesce(self) -> bool:
+        """Whether a fork must first wait for calls to end and the stream to stop."""
+        ...
+
+    def release_in_child(self) -> None:
+        """After a fork, in the child: let go of what was inherited from the parent."""
+        ...
+
     def emit(self, request: ProduceBatch) -> ProduceBatchAck: ...
 
     def subscribe(self, client_id: str) -> Iterator[DeliveryReportBatch]: ...
@@ -83,6 +92,8 @@ class Transport(Protocol):
 
 class SidecarTransport:
     """One channel to the sidecar and the three calls the client makes on it."""
+
+    needs_quiesce = True  # gRPC runs its fork handlers only when no thread is inside a call
 
     def __init__(self, address: str, timeout: float) -> None:
         self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
@@ -125,6 +136,9 @@ class SidecarTransport:
         except grpc.RpcError:
             return False
         return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def release_in_child(self) -> None:
+        """Nothing: gRPC's own fork handlers deal with the channel."""
 
     def close(self) -> None:
         self.channel.close()

@@ -1,19 +1,19 @@
 """The sidecar's core: one producer, the clients that send through it, their delivery reports.
 
-``emit`` runs on the event loop and only hands events to librdkafka (no network waits);
-a dedicated thread polls the producer, whose per-event callback appends a report tuple to the
-client's ring buffer. Each report stream is woken once per poll, not once per event.
+``emit`` only hands events to librdkafka (no network waits); it runs on the gRPC event loop and
+on the frames transport's connection threads, so the engine's client state is guarded by one
+lock. A dedicated thread polls the producer, whose per-event callback appends a report tuple to
+the client's ring buffer. Each report stream is woken once per poll, not once per event.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import threading
 from collections import Counter as Tally
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
@@ -72,9 +72,9 @@ class Client:
     """One client process: what it has in the sidecar, its reports and the stream reading them.
 
     What a client holds is bounded by backpressure on that client (``emit`` answers BUFFER_FULL),
-    so its reports are never dropped while it lives. Counters are split by the thread that
-    writes them (``accepted``, ``taken``, ``bytes_in`` on the event loop; ``bytes_out`` in the
-    poll thread), so no count is ever updated from two threads.
+    so its reports are never dropped while it lives. Counters are split by who writes them
+    (``accepted``, ``taken``, ``bytes_in`` under the engine's lock; ``bytes_out`` in the poll
+    thread), so no count is ever updated from two threads at once.
     """
 
     client_id: str
@@ -84,7 +84,10 @@ class Client:
     touched: set[Client]
     drop_counter: Counter
     dropped: int = 0  # reports that arrived after the client was forgotten
-    wake: asyncio.Event | None = None
+    # Wakes the stream reading the reports (from the poll thread); a newer subscription
+    # replaces it, and its ``subscription`` token tells the older stream to end.
+    wake: Callable[[], None] | None = None
+    subscription: object | None = None
     subscribed: int = 0
     id_prefix: bytes = b""
     accepted: int = 0  # events handed to the producer
@@ -130,12 +133,11 @@ class Engine:
         producer: ProducerLike,
         config: SidecarConfig,
         metrics: SidecarMetrics,
-        loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.producer = producer
         self.config = config
         self.metrics = metrics
-        self.loop = loop
+        self.lock = threading.RLock()  # the gRPC loop and the frames threads both call in
         self.clients: OrderedDict[str, Client] = OrderedDict()
         self.draining = False
         # Distinguishes this sidecar process from its predecessor for clients after a restart.
@@ -150,6 +152,10 @@ class Engine:
 
     def client(self, client_id: str, app: str = "") -> Client:
         """The state of ``client_id``, created on first sight; the least recent is forgotten."""
+        with self.lock:
+            return self._client(client_id, app)
+
+    def _client(self, client_id: str, app: str) -> Client:
         found = self.clients.get(client_id)
         if found is not None:
             self.clients.move_to_end(client_id)
@@ -170,7 +176,7 @@ class Engine:
             victim = self._evictable(found)
             if victim is None:
                 break  # every client is reading or has events at the brokers: bounded by those
-            self.forget(victim.client_id)
+            self._forget(victim.client_id)
         self.metrics.clients.set(len(self.clients))
         return found
 
@@ -192,6 +198,10 @@ class Engine:
         return fallback
 
     def forget(self, client_id: str) -> None:
+        with self.lock:
+            self._forget(client_id)
+
+    def _forget(self, client_id: str) -> None:
         client = self.clients.pop(client_id, None)
         if client is not None:
             client.forgotten = True
@@ -200,14 +210,17 @@ class Engine:
         self.metrics.client_counters.retire(client_id)
         self.metrics.clients.set(len(self.clients))
 
-    def record_counters(self, client: Client, counters: Sequence[TopicCounters]) -> None:
-        for c in counters:
-            self.metrics.client_counters.update(
-                client.client_id,
-                client.app,
-                c.topic,
-                (c.attempts, c.acked, c.failed, c.fallback, c.resent),
-            )
+    def record_counters(self, client_id: str, app: str, counters: Sequence[TopicCounters]) -> None:
+        """What the client counted itself (attempts, fallbacks, ...), exported per client."""
+        with self.lock:
+            client = self._client(client_id, app)
+            for c in counters:
+                self.metrics.client_counters.update(
+                    client.client_id,
+                    client.app,
+                    c.topic,
+                    (c.attempts, c.acked, c.failed, c.fallback, c.resent),
+                )
 
     # -- emitting ---------------------------------------------------------------------------
 
@@ -219,9 +232,15 @@ class Engine:
         Returns the acks and whether the buffer was full before any event was accepted (the
         servicer turns that into RESOURCE_EXHAUSTED).
         """
+        with self.lock:
+            return self._emit(client_id, events)
+
+    def _emit(
+        self, client_id: str, events: Sequence[ProduceRequest]
+    ) -> tuple[ProduceBatchAck, bool]:
         answer = ProduceBatchAck(sidecar_id=self.sidecar_id)
         acks = answer.acks
-        client = self.client(client_id)
+        client = self._client(client_id, "")
         produce = self.producer.produce
         delivered = client.delivered
         prefix = client.id_prefix
@@ -363,17 +382,42 @@ class Engine:
         touched = list(self._touched)
         self._touched.clear()
         for client in touched:
-            if client.wake is not None:
-                self.loop.call_soon_threadsafe(client.wake.set)
+            wake = client.wake
+            if wake is not None:
+                wake()
 
     def take_reports(self, client: Client) -> tuple[list[Report], int]:
         """Every queued report of ``client`` (it may send as many events again) and how many
         were dropped since the last take."""
-        reports = client.reports
-        taken = [reports.popleft() for _ in range(len(reports))]
-        client.taken += len(taken)
-        dropped, client.dropped = client.dropped, 0
+        with self.lock:
+            reports = client.reports
+            taken = [reports.popleft() for _ in range(len(reports))]
+            client.taken += len(taken)
+            dropped, client.dropped = client.dropped, 0
         return taken, dropped
+
+    def subscribe(self, client_id: str, wake: Callable[[], None]) -> tuple[Client, object]:
+        """Make ``wake`` the client's stream waker; the token says whether it is still current
+        (a newer subscription replaces it)."""
+        token = object()
+        with self.lock:
+            client = self._client(client_id, "")
+            client.wake, client.subscription = wake, token
+            client.subscribed += 1
+        return client, token
+
+    def unsubscribe(self, client: Client, token: object) -> None:
+        with self.lock:
+            client.subscribed -= 1
+            if client.subscription is token:
+                client.wake = client.subscription = None
+
+    def wake_all(self) -> None:
+        """Every report stream looks again (shutdown: they end once their reports are sent)."""
+        with self.lock:
+            wakes = [c.wake for c in self.clients.values() if c.wake is not None]
+        for wake in wakes:
+            wake()
 
     def idle(self) -> bool:
         """Nothing left in the producer and no report waiting for its reader."""

@@ -221,6 +221,11 @@ class SidecarMetrics:
         self.clients = Gauge(
             "kafka_sidecar_clients", "Client processes known to the sidecar", registry=r
         )
+        self.frames_connections = Gauge(
+            "kafka_sidecar_frames_connections",
+            "Open connections on the frames socket (two per client process using it)",
+            registry=r,
+        )
         self.ready = Gauge("kafka_sidecar_ready", "1 once broker metadata was obtained", registry=r)
         self.latency = LatencyHistogram(
             "kafka_sidecar_delivery_latency_seconds",

@@ -1,8 +1,9 @@
 """``serve()``: the sidecar's lifecycle — start, serve, and on SIGTERM drain without losing events.
 
-Shutdown order: report NOT_SERVING and refuse new events with UNAVAILABLE (clients fall back),
-flush the producer within the grace period, let every report stream deliver what it holds, then
-stop the gRPC server and exit 0.
+It serves gRPC and, next to a Unix socket, the frames transport (``frames_server.py``). Shutdown
+order: report NOT_SERVING and refuse new events with UNAVAILABLE (clients fall back), flush the
+producer within the grace period, let every report stream deliver what it holds, then stop both
+servers and exit 0.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from kafka_sidecar import unix_socket
 from kafka_sidecar.config import ConfigError, SidecarConfig, split_address
 from kafka_sidecar.endpoints import start_http
 from kafka_sidecar.engine import Engine
+from kafka_sidecar.frames_server import FramesServer
 from kafka_sidecar.metrics import SidecarMetrics
 from kafka_sidecar.servicer import ProducerSidecarServicer
 from kafka_sidecar_api.contract import HEALTH_SERVICE, producer_env_name
+from kafka_sidecar_api.frames import frames_path
 from kafka_sidecar_api.v1 import sidecar_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -74,7 +77,7 @@ class Sidecar:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        engine = Engine(self.producer, self.config, self.metrics, loop)
+        engine = Engine(self.producer, self.config, self.metrics)
         servicer = ProducerSidecarServicer(engine)
         health = health_aio.HealthServicer()
         server = grpc.aio.server(options=GRPC_OPTIONS)
@@ -89,6 +92,11 @@ class Sidecar:
             server.add_insecure_port(self.config.listen_tcp)
         await server.start()
         unix_socket.open_to_all_uids(self.config.listen)
+        frames_at = frames_path(self.config.listen)
+        frames_server = None
+        if frames_at is not None:
+            frames_server = FramesServer(engine, frames_at, lambda: self.serving)
+            frames_server.start()
 
         poller = threading.Thread(
             target=engine.poll_forever,
@@ -110,8 +118,9 @@ class Sidecar:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop_requested.set)
         log.info(
-            "Serving on %s%s, metrics on %s",
+            "Serving on %s%s%s, metrics on %s",
             self.config.listen,
+            f" (frames on {frames_at})" if frames_at else "",
             f" and {self.config.listen_tcp}" if self.config.listen_tcp else "",
             self.config.metrics_addr or "(off)",
         )
@@ -134,7 +143,11 @@ class Sidecar:
                 self.config.shutdown_grace_seconds,
             )
         servicer.close_streams()
+        if frames_server is not None:
+            frames_server.close_streams()
         await server.stop(max(0.5, deadline - time.monotonic()))
+        if frames_server is not None:
+            frames_server.stop()
         self._stop_threads.set()
         poller.join(timeout=5)
         if http is not None:

@@ -40,8 +40,7 @@ class ProducerSidecarServicer(sidecar_pb2_grpc.ProducerSidecarServicer):
         self, request: ProduceBatch, context: grpc.aio.ServicerContext
     ) -> ProduceBatchAck:
         if request.client_id and request.counters:
-            client = self.engine.client(request.client_id, request.app)
-            self.engine.record_counters(client, request.counters)
+            self.engine.record_counters(request.client_id, request.app, request.counters)
         return await self._emit("EmitBatch", request.client_id, request.events, context)
 
     async def _emit(
@@ -78,10 +77,13 @@ class ProducerSidecarServicer(sidecar_pb2_grpc.ProducerSidecarServicer):
         if not request.client_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "client_id is required")
         engine = self.engine
-        client = engine.client(request.client_id)
         wake = asyncio.Event()
-        client.wake = wake  # a newer subscription replaces this one
-        client.subscribed += 1
+        loop = asyncio.get_running_loop()
+
+        def wake_up() -> None:  # from the poll thread
+            loop.call_soon_threadsafe(wake.set)
+
+        client, token = engine.subscribe(request.client_id, wake_up)
         engine.metrics.requests.labels("SubscribeReports", "OK").inc()
         yield DeliveryReportBatch(sidecar_id=engine.sidecar_id)
         try:
@@ -94,23 +96,19 @@ class ProducerSidecarServicer(sidecar_pb2_grpc.ProducerSidecarServicer):
                         batch.dropped = dropped if start == 0 else 0
                         yield batch
                     continue
-                if self.closing or client.wake is not wake:
+                if self.closing or client.subscription is not token:
                     return
                 wake.clear()
                 if client.reports:
                     continue
                 await wake.wait()
         finally:
-            client.subscribed -= 1
-            if client.wake is wake:
-                client.wake = None
+            engine.unsubscribe(client, token)
 
     def close_streams(self) -> None:
         """End every report stream once its queued reports are sent (shutdown)."""
         self.closing = True
-        for client in list(self.engine.clients.values()):
-            if client.wake is not None:
-                client.wake.set()
+        self.engine.wake_all()
 
 
 def report_batch(reports: list[Report]) -> DeliveryReportBatch:

@@ -20,6 +20,8 @@ NOWHERE = "127.0.0.1:1"  # nothing listens: no unit test reaches a broker
 class ScriptedSidecar:
     """A transport whose sidecar accepts everything and reports when told to."""
 
+    needs_quiesce = True
+
     def __init__(self) -> None:
         self.emit_hook: Callable[[ProduceBatch], None] | None = None
         self.report = True
@@ -69,6 +71,9 @@ class ScriptedSidecar:
 
     def healthy(self) -> bool:
         return True
+
+    def release_in_child(self) -> None:
+        pass
 
     def close(self) -> None:
         self.closed.set()

@@ -30,7 +30,7 @@ CONF = {"bootstrap.servers": ""}
 @pytest.fixture
 def scripted(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedSidecar]:
     sidecar = ScriptedSidecar()
-    monkeypatch.setattr(sidecar_mode, "SidecarTransport", sidecar)
+    monkeypatch.setattr(sidecar_mode, "open_transport", lambda *_: sidecar)
     yield sidecar
     sidecar.closed.set()
 

@@ -435,7 +435,7 @@ def test_after_the_drain_timeout_events_of_a_sidecar_without_a_stream_go_direct_
     ledger.unsent.append(new)
     failover.active, failover.since = True, time.monotonic() - 3600
     sent: list[int] = []
-    failover.direct.send = lambda event, _: sent.append(event.sequence)  # type: ignore[method-assign]
+    failover.direct.send = lambda event, _: sent.append(event.sequence)  # type: ignore[method-assign,assignment]
     failover.next_probe = time.monotonic() + 3600
     failover.step()
     assert sent == [1, 2]

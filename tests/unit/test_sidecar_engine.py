@@ -88,7 +88,7 @@ def make_engine(
             **env,
         }
     )
-    return Engine(producer, config, SidecarMetrics(), loop), producer
+    return Engine(producer, config, SidecarMetrics()), producer
 
 
 def events(*sequences: int, topic: str = "t", value: bytes = b"v") -> list[ProduceRequest]:

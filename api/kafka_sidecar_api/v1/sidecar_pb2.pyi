@@ -19,6 +19,20 @@ Protocol, in short:
      Kafka). RESOURCE_EXHAUSTED, or an ack with error_code BUFFER_FULL, means: wait retry_after_ms
      and send the same events again. Never treat backpressure as an outage.
 
+The frames transport (protocol version 1). gRPC costs each side about a millisecond of CPU per
+call on a small machine, which at a few events per second per process is most of what an event
+costs. A sidecar listening on the Unix socket <path> also listens on <path>.frames, where the same
+messages travel in plain frames: a 4-byte big-endian length L, then L bytes: one type byte and
+the serialized message of that type. Every connection starts with HELLO (type 1, one byte: the
+protocol version, 1) from the client, answered with HELLO by the sidecar. Then, per connection,
+either any number of request/answer pairs:
+  EMIT_BATCH (2, ProduceBatch)     -> EMIT_ACK (3, ProduceBatchAck) or ERROR (9, FrameError)
+  HEALTH (6, empty)                -> HEALTH_ANSWER (7, one byte: 1 serving, 0 not)
+or one SUBSCRIBE (4, SubscribeRequest), after which the sidecar sends REPORTS frames
+(5, DeliveryReportBatch) with the SubscribeReports semantics until it ends the stream by closing
+the connection. A malformed frame is answered with ERROR (INVALID_ARGUMENT) and the connection
+is closed. Clients that only speak gRPC keep working: the gRPC service is always served.
+
 The sidecar adds the header "kafka-sidecar-id" = "<client_id>:<sequence>" to every event it
 produces, so consumers can drop the duplicates an at-least-once failover may create. A client's
 direct fallback must add the same header.
@@ -435,3 +449,53 @@ class DeliveryReportBatch(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeliveryReportBatch: _TypeAlias = DeliveryReportBatch  # noqa: Y015
+
+@_typing.final
+class FrameError(_message.Message):
+    """The frames transport's error answer (type 9): what gRPC would have said as a status."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Code:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _CodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[FrameError._Code.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        CODE_UNSPECIFIED: FrameError._Code.ValueType  # 0
+        CODE_UNAVAILABLE: FrameError._Code.ValueType  # 1
+        """The sidecar is draining or shutting down: use the fallback (gRPC's UNAVAILABLE)."""
+        CODE_RESOURCE_EXHAUSTED: FrameError._Code.ValueType  # 2
+        """No event of the batch fitted the buffer: wait retry_after_ms, send again."""
+        CODE_INVALID_ARGUMENT: FrameError._Code.ValueType  # 3
+        """The frame or request is malformed; message names what. Resending it would not help."""
+
+    class Code(_Code, metaclass=_CodeEnumTypeWrapper): ...
+    CODE_UNSPECIFIED: FrameError.Code.ValueType  # 0
+    CODE_UNAVAILABLE: FrameError.Code.ValueType  # 1
+    """The sidecar is draining or shutting down: use the fallback (gRPC's UNAVAILABLE)."""
+    CODE_RESOURCE_EXHAUSTED: FrameError.Code.ValueType  # 2
+    """No event of the batch fitted the buffer: wait retry_after_ms, send again."""
+    CODE_INVALID_ARGUMENT: FrameError.Code.ValueType  # 3
+    """The frame or request is malformed; message names what. Resending it would not help."""
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_MS_FIELD_NUMBER: _builtins.int
+    code: Global___FrameError.Code.ValueType
+    message: _builtins.str
+    retry_after_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        code: Global___FrameError.Code.ValueType = ...,
+        message: _builtins.str = ...,
+        retry_after_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message", "retry_after_ms", b"retry_after_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FrameError: _TypeAlias = FrameError  # noqa: Y015

@@ -19,6 +19,20 @@ Protocol, in short:
      Kafka). RESOURCE_EXHAUSTED, or an ack with error_code BUFFER_FULL, means: wait retry_after_ms
      and send the same events again. Never treat backpressure as an outage.
 
+The frames transport (protocol version 1). gRPC costs each side about a millisecond of CPU per
+call on a small machine, which at a few events per second per process is most of what an event
+costs. A sidecar listening on the Unix socket <path> also listens on <path>.frames, where the same
+messages travel in plain frames: a 4-byte big-endian length L, then L bytes: one type byte and
+the serialized message of that type. Every connection starts with HELLO (type 1, one byte: the
+protocol version, 1) from the client, answered with HELLO by the sidecar. Then, per connection,
+either any number of request/answer pairs:
+  EMIT_BATCH (2, ProduceBatch)     -> EMIT_ACK (3, ProduceBatchAck) or ERROR (9, FrameError)
+  HEALTH (6, empty)                -> HEALTH_ANSWER (7, one byte: 1 serving, 0 not)
+or one SUBSCRIBE (4, SubscribeRequest), after which the sidecar sends REPORTS frames
+(5, DeliveryReportBatch) with the SubscribeReports semantics until it ends the stream by closing
+the connection. A malformed frame is answered with ERROR (INVALID_ARGUMENT) and the connection
+is closed. Clients that only speak gRPC keep working: the gRPC service is always served.
+
 The sidecar adds the header "kafka-sidecar-id" = "<client_id>:<sequence>" to every event it
 produces, so consumers can drop the duplicates an at-least-once failover may create. A client's
 direct fallback must add the same header.

@@ -1,0 +1,234 @@
+"""The frames transport: the gRPC service's calls as plain frames on a second Unix socket.
+
+A gRPC call costs the sidecar about a millisecond of CPU on a small machine, whatever it
+carries; at the few events per second per process real fleets run, that was most of the pod's
+CPU per event. Here a connection is served by a thread doing blocking reads and writes, which
+costs tens of microseconds per frame. Answers mean exactly what the gRPC service answers
+(``servicer.py``); the framing is in ``kafka_sidecar_api.frames`` and documented in the .proto.
+
+Whoever can reach the socket is inside the pod, but its input is still checked: frame length,
+message parsing, the first frame, and how many connections are served at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from google.protobuf.message import DecodeError
+
+from kafka_sidecar.engine import Engine
+from kafka_sidecar.servicer import MAX_REPORTS_PER_MESSAGE, report_batch
+from kafka_sidecar.unix_socket import SOCKET_MODE
+from kafka_sidecar_api import frames
+from kafka_sidecar_api.v1.sidecar_pb2 import FrameError, ProduceBatch, SubscribeRequest
+
+log = logging.getLogger(__name__)
+
+MAX_CONNECTIONS = 512
+"""Connections served at once (each is a thread); more are closed at once. A process uses two."""
+
+IDLE_CHECK_SECONDS = 1.0
+"""How often a waiting report stream looks whether its client hung up."""
+
+
+class Refused(Exception):
+    """A frame to answer with ERROR (and, for malformed input, to close the connection on)."""
+
+    def __init__(self, code: FrameError.Code.ValueType, message: str, retry_after_ms: int = 0):
+        super().__init__(message)
+        self.error = FrameError(code=code, message=message, retry_after_ms=retry_after_ms)
+
+
+class FramesServer:
+    """Accepts on ``path`` and serves each connection on its own thread."""
+
+    def __init__(self, engine: Engine, path: str, serving: Callable[[], bool]) -> None:
+        self.engine = engine
+        self.path = path
+        self.serving = serving
+        self.closing = False
+        self._listener: socket.socket | None = None
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        Path(self.path).unlink(missing_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(self.path)
+        os.chmod(self.path, SOCKET_MODE)  # any UID of the pod, as the gRPC socket
+        listener.listen(128)
+        self._listener = listener
+        threading.Thread(target=self._accept_forever, name="frames-accept", daemon=True).start()
+
+    def close_streams(self) -> None:
+        """Shutdown: report streams end once their queued reports are sent."""
+        self.closing = True
+        self.engine.wake_all()
+
+    def stop(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        Path(self.path).unlink(missing_ok=True)
+        with self._lock:
+            for connection in self._connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+
+    def _accept_forever(self) -> None:
+        while self._listener is not None:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return  # closed by stop()
+            with self._lock:
+                if len(self._connections) >= MAX_CONNECTIONS:
+                    connection.close()
+                    log.warning("Refused a frames connection: %d already open", MAX_CONNECTIONS)
+                    continue
+                self._connections.add(connection)
+                self.engine.metrics.frames_connections.set(len(self._connections))
+            threading.Thread(
+                target=self._serve, args=(connection,), name="frames-conn", daemon=True
+            ).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        try:
+            self._converse(connection)
+        except Refused as refused:
+            with contextlib.suppress(OSError):
+                frames.send(connection, frames.ERROR, refused.error.SerializeToString())
+        except frames.FrameError as error:  # an impossible length, or closed mid-frame
+            problem = FrameError(code=FrameError.CODE_INVALID_ARGUMENT, message=str(error))
+            with contextlib.suppress(OSError):
+                frames.send(connection, frames.ERROR, problem.SerializeToString())
+        except OSError:
+            pass  # the client went away: nothing to answer
+        finally:
+            with self._lock:
+                self._connections.discard(connection)
+                self.engine.metrics.frames_connections.set(len(self._connections))
+            connection.close()
+
+    def _converse(self, connection: socket.socket) -> None:
+        hello = frames.receive(connection)
+        if hello is None:
+            return
+        kind, body = hello
+        if kind != frames.HELLO or body != bytes((frames.VERSION,)):
+            raise Refused(
+                FrameError.CODE_INVALID_ARGUMENT,
+                f"the first frame must be HELLO with version {frames.VERSION}",
+            )
+        frames.send(connection, frames.HELLO, bytes((frames.VERSION,)))
+        while (frame := frames.receive(connection)) is not None:
+            kind, body = frame
+            if kind == frames.EMIT_BATCH:
+                try:
+                    answer = self._emit(body)
+                except Refused as refused:
+                    if refused.error.code == FrameError.CODE_INVALID_ARGUMENT:
+                        raise  # malformed: answered, then the connection is closed
+                    frames.send(connection, frames.ERROR, refused.error.SerializeToString())
+                    continue
+                frames.send(connection, frames.EMIT_ACK, answer)
+            elif kind == frames.HEALTH:
+                serving = self.serving() and not self.engine.draining
+                frames.send(connection, frames.HEALTH_ANSWER, b"\x01" if serving else b"\x00")
+            elif kind == frames.SUBSCRIBE:
+                self._stream_reports(connection, parse_subscribe(body))
+                return
+            else:
+                raise Refused(FrameError.CODE_INVALID_ARGUMENT, f"unknown frame type {kind}")
+
+    def _emit(self, body: bytes) -> bytes:
+        """An EMIT_BATCH's answer, as the gRPC EmitBatch would give it."""
+        requests = self.engine.metrics.requests
+        try:
+            request = ProduceBatch.FromString(body)
+        except DecodeError:
+            requests.labels("EmitBatch", "INVALID_ARGUMENT").inc()
+            raise Refused(
+                FrameError.CODE_INVALID_ARGUMENT, "EMIT_BATCH: not a ProduceBatch"
+            ) from None
+        if self.engine.draining:
+            requests.labels("EmitBatch", "UNAVAILABLE").inc()
+            raise Refused(
+                FrameError.CODE_UNAVAILABLE, "the sidecar is shutting down; use the fallback"
+            )
+        if not request.client_id:
+            requests.labels("EmitBatch", "INVALID_ARGUMENT").inc()
+            raise Refused(FrameError.CODE_INVALID_ARGUMENT, "client_id is required")
+        if request.counters:
+            self.engine.record_counters(request.client_id, request.app, request.counters)
+        answer, buffer_full = self.engine.emit(request.client_id, request.events)
+        if buffer_full and request.events:
+            retry = self.engine.config.retry_after_ms
+            requests.labels("EmitBatch", "RESOURCE_EXHAUSTED").inc()
+            raise Refused(
+                FrameError.CODE_RESOURCE_EXHAUSTED,
+                f"the sidecar's producer buffer is full; retry in {retry} ms",
+                retry,
+            )
+        requests.labels("EmitBatch", "OK").inc()
+        return answer.SerializeToString()
+
+    def _stream_reports(self, connection: socket.socket, client_id: str) -> None:
+        """SubscribeReports over this connection until shutdown, a newer subscription, or the
+        client hanging up."""
+        engine = self.engine
+        wake = threading.Event()
+        client, token = engine.subscribe(client_id, wake.set)
+        engine.metrics.requests.labels("SubscribeReports", "OK").inc()
+        try:
+            first = report_batch([])
+            first.sidecar_id = engine.sidecar_id
+            frames.send(connection, frames.REPORTS, first.SerializeToString())
+            while True:
+                reports, dropped = engine.take_reports(client)
+                if reports or dropped:
+                    for start in range(0, max(len(reports), 1), MAX_REPORTS_PER_MESSAGE):
+                        batch = report_batch(reports[start : start + MAX_REPORTS_PER_MESSAGE])
+                        batch.sidecar_id = engine.sidecar_id
+                        batch.dropped = dropped if start == 0 else 0
+                        frames.send(connection, frames.REPORTS, batch.SerializeToString())
+                    continue
+                if self.closing or client.subscription is not token:
+                    return
+                wake.clear()
+                if client.reports:
+                    continue
+                if not wake.wait(IDLE_CHECK_SECONDS) and hung_up(connection):
+                    return
+        finally:
+            engine.unsubscribe(client, token)
+
+
+def parse_subscribe(body: bytes) -> str:
+    try:
+        request = SubscribeRequest.FromString(body)
+    except DecodeError:
+        raise Refused(
+            FrameError.CODE_INVALID_ARGUMENT, "SUBSCRIBE: not a SubscribeRequest"
+        ) from None
+    if not request.client_id:
+        raise Refused(FrameError.CODE_INVALID_ARGUMENT, "client_id is required")
+    return request.client_id
+
+
+def hung_up(connection: socket.socket) -> bool:
+    """Whether the client closed its end (a report stream's client sends nothing more)."""
+    readable, _, _ = select.select([connection], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
