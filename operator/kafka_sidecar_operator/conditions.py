@@ -100,16 +100,21 @@ def count(policy: Policy, policies: Iterable[Policy], pods: Iterable[PodView]) -
 def count_all(policies: Iterable[Policy], pods: Iterable[PodView]) -> dict[str, Counts]:
     """``count`` for every policy at once: one pass over the pods, each matched once.
 
-    Per namespace and round this is pods x policies selector checks, not pods x policies²
-    as counting each policy on its own would be.
+    Selectors are checked once per distinct set of labels (the pods of one ReplicaSet share
+    theirs), not once per pod: per namespace and round this is label sets x policies selector
+    checks, not pods x policies (or pods x policies² counting each policy on its own).
     """
     all_policies = list(policies)
     tallies = {p.key: [0, 0, 0] for p in all_policies}
     overlaps: dict[str, set[str]] = {p.key: set() for p in all_policies}
+    matched: dict[tuple[str, frozenset[tuple[str, str]]], list[Policy]] = {}
     for pod in pods:
         if not pod.opted_in:
             continue
-        candidates = matching(all_policies, pod.namespace, pod.labels)
+        labels = (pod.namespace, frozenset(pod.labels.items()))
+        candidates = matched.get(labels)
+        if candidates is None:
+            candidates = matched[labels] = matching(all_policies, pod.namespace, pod.labels)
         if not candidates:
             continue
         keys = [p.key for p in candidates]

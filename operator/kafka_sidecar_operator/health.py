@@ -2,8 +2,8 @@
 
 Ready means the webhook answers from every policy: the replica's own policy view has been listed
 in full, and the webhook server accepts connections. A TCP check on the webhook port alone would
-pass before the view is complete (pods would get ``no-policy``); the view alone is complete before
-kopf's webhook server listens (the API server would fail open on the refused connection).
+pass before the view is complete (pods would get ``no-policy``); the view alone may be complete before
+the webhook server listens (the API server would fail open on the refused connection).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 from kubernetes import client as k8s
+from kubernetes import config as k8s_config
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
@@ -20,6 +21,15 @@ from kafka_sidecar_operator.policy_view import PolicyView
 log = logging.getLogger(__name__)
 WATCH_SECONDS = 30  # each watch request ends after this long: a stop is noticed within it
 RETRY_SECONDS = 1.0
+
+
+def api_client() -> k8s.ApiClient:
+    """A client from the in-cluster service account, else the kubeconfig."""
+    try:
+        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except k8s_config.ConfigException:
+        k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
+    return k8s.ApiClient()
 
 
 def follow_policies(api: k8s.ApiClient, view: PolicyView, stop: threading.Event) -> None:

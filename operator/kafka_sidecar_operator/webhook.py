@@ -1,4 +1,5 @@
-"""The injection webhook's registration: the MutatingWebhookConfiguration and its TLS.
+"""The injection webhook's registration (the MutatingWebhookConfiguration and its TLS) and its
+wire format (AdmissionReview v1 answers with a JSON patch).
 
 In a cluster the manifests own the configuration (with cert-manager or the operator's own CA);
 ``--local`` makes a CA and serving certificate for 127.0.0.1 and registers the webhook itself,
@@ -9,6 +10,8 @@ namespaceSelector, a reinvocationPolicy or a short timeout.
 from __future__ import annotations
 
 import base64
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,10 @@ from kafka_sidecar_operator.names import DOMAIN, NAMESPACE_LABEL, NAMESPACE_LABE
 HANDLER_ID = "inject-sidecar"
 RECORD_HANDLER_ID = "keep-record"
 TIMEOUT_SECONDS = 5
+
+
+class InvalidReview(ValueError):
+    """A body that is not an AdmissionReview with a request (answered 400 Bad Request)."""
 
 
 def webhook_configuration(
@@ -112,6 +119,59 @@ def pin_namespace(review: dict[str, Any]) -> None:
         metadata = target.get("metadata")
         metadata = target["metadata"] = dict(metadata) if isinstance(metadata, dict) else {}
         metadata["namespace"] = str(request.get("namespace") or "")
+
+
+def review_request(review: object) -> dict[str, Any]:
+    """The ``request`` of an AdmissionReview, or InvalidReview."""
+    if not isinstance(review, dict):
+        raise InvalidReview("not a JSON object")
+    request = review.get("request")
+    if not isinstance(request, dict):
+        raise InvalidReview("an AdmissionReview without a request")
+    return request
+
+
+def admission_response(
+    review: Mapping[str, Any], patch: Sequence[Mapping[str, Any]], warnings: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The answer to ``review``: always allowed (the webhook fails open, never denies), with
+    the JSON patch base64-encoded when there is one, and the warnings."""
+    request = review.get("request") or {}
+    response: dict[str, Any] = {"uid": request.get("uid", ""), "allowed": True}
+    if warnings:
+        response["warnings"] = [str(warning) for warning in warnings]
+    if patch:
+        response["patch"] = base64.b64encode(json.dumps(list(patch)).encode()).decode("ascii")
+        response["patchType"] = "JSONPatch"
+    return {
+        "apiVersion": review.get("apiVersion", "admission.k8s.io/v1"),
+        "kind": review.get("kind", "AdmissionReview"),
+        "response": response,
+    }
+
+
+def json_patch(before: Any, after: Any, path: str = "") -> list[dict[str, Any]]:
+    """RFC 6902 operations turning ``before`` into ``after``: objects are compared key by key,
+    a list or value that differs is replaced whole."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        ops: list[dict[str, Any]] = []
+        for key in before:
+            if key not in after:
+                ops.append({"op": "remove", "path": f"{path}/{_pointer(key)}"})
+        for key, value in after.items():
+            where = f"{path}/{_pointer(key)}"
+            if key not in before:
+                ops.append({"op": "add", "path": where, "value": value})
+            else:
+                ops.extend(json_patch(before[key], value, where))
+        return ops
+    if before == after and type(before) is type(after):
+        return []
+    return [{"op": "replace", "path": path, "value": after}]
+
+
+def _pointer(key: str) -> str:
+    return str(key).replace("~", "~0").replace("/", "~1")
 
 
 def local_certificates(directory: Path) -> tuple[KeyPair, bytes]:

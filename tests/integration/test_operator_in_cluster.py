@@ -951,3 +951,67 @@ def test_a_pod_cannot_rewrite_its_record_or_label_after_creation(
         ).get("kafka-sidecar.io/injected")
         assert after.metadata.annotations["note"] == "kept"  # other edits go through
         assert after.metadata.labels["tier"] == "kept"
+
+
+# -- the webhook does not wait for kopf's event loop ---------------------------------------------
+
+# The operator with one more kopf handler: an async one that blocks kopf's event loop for 10 s
+# (time.sleep, not asyncio.sleep) when a labelled ConfigMap appears, as a long burst of watch
+# events and status work would. Markers in the work directory say when the block begins and ends.
+LOOP_BLOCKER = """
+import sys, time
+from pathlib import Path
+import kopf
+from kafka_sidecar_operator.__main__ import main
+
+@kopf.on.event("configmaps", labels={"block-kopf-loop": kopf.PRESENT})
+async def block(**_):
+    if Path(sys.argv[1], "blocking").exists():
+        return
+    Path(sys.argv[1], "blocking").write_text("")
+    time.sleep(10)
+    Path(sys.argv[1], "unblocked").write_text("")
+
+sys.exit(main(["run", "--local"]))
+"""
+
+
+def test_the_webhook_answers_while_kopfs_event_loop_is_blocked(
+    control_plane: ControlPlane,
+    crd_installed: None,
+    api_client: k8s.ApiClient,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    workdir = tmp_path / "operator"
+    process = OperatorProcess(
+        control_plane.kubeconfig,
+        workdir,
+        env={"KAFKA_SIDECAR_OPERATOR_WEBHOOK_NAME": unique_name("kafka-sidecar-busy")},
+    )
+    SERVER_LOGS["operator-busy"] = workdir / "operator.log"
+    try:
+        process.start(command=[sys.executable, "-c", LOOP_BLOCKER, str(workdir)])
+        create_policy(api_client, namespace, rollout={"percentage": 100, "granularity": "pod"})
+        wait_for(lambda: ready(process), what="the operator ready")
+        wait_for(
+            lambda: (
+                admit(process, review(namespace, pod_body("probe"))).get("reason") == "injected"
+            ),
+            what="the policy known to the webhook",
+        )
+        k8s.CoreV1Api(api_client).create_namespaced_config_map(
+            namespace, {"metadata": {"name": "block", "labels": {"block-kopf-loop": "yes"}}}
+        )
+        wait_for((workdir / "blocking").exists, what="kopf's event loop blocked")
+        started = time.monotonic()
+        statuses = [admit(process, review(namespace, pod_body(f"web-{n}"))) for n in range(5)]
+        answered = time.monotonic() - started
+        # Answered while the loop was still blocked, not once it was free again.
+        assert not (workdir / "unblocked").exists(), f"answered after {answered:.1f} s"
+        assert answered < 5, answered
+        assert [s.get("reason") for s in statuses] == ["injected"] * 5, statuses
+        wait_for((workdir / "unblocked").exists, what="kopf's event loop free again")
+    finally:
+        process.stop()
+        SERVER_LOGS.pop("operator-busy", None)

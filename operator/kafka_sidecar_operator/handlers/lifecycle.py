@@ -1,5 +1,7 @@
 """Operator start and stop: webhook server and TLS, the policy view, health, the status loop.
 
+The webhook is served by a child process (``webhook_process``), apart from kopf's loop.
+
 Registered with kopf on import. What ``main()`` decided (``--local``, identity, priority) reaches
 here through the memo as a typed ``RunOptions``.
 """
@@ -10,7 +12,6 @@ import asyncio
 import logging
 import tempfile
 import threading
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,37 +19,25 @@ from typing import Any
 import kopf
 from aiohttp import web
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from kafka_sidecar_operator import tls
 from kafka_sidecar_operator.conditions import PodView
 from kafka_sidecar_operator.config import OperatorConfig
 from kafka_sidecar_operator.handlers.policies import Reconciler
+from kafka_sidecar_operator.handlers.webhook_process import WebhookProcess, WebhookSpec
 from kafka_sidecar_operator.health import serve_health
 from kafka_sidecar_operator.policy_view import PolicyView
-from kafka_sidecar_operator.watching import follow_policies
+from kafka_sidecar_operator.watching import api_client, follow_policies
 from kafka_sidecar_operator.webhook import (
     local_certificates,
-    pin_namespace,
     url_client_config,
     webhook_configuration,
 )
 
 log = logging.getLogger(__name__)
 RENEW_CHECK_SECONDS = 60  # also how soon a replica serves what another one renewed
-
-
-class WebhookServer(kopf.WebhookServer):
-    """kopf's webhook server; each review's object is put in the namespace the request names."""
-
-    async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
-        async def pinned(request: Any, **kwargs: Any) -> Any:
-            pin_namespace(request)
-            return await fn(request, **kwargs)
-
-        async for client_config in super().__call__(pinned):
-            yield client_config
+SUPERVISE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +56,8 @@ class Running:
     stop: threading.Event = field(default_factory=threading.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     health: web.AppRunner | None = None
+    webhook: WebhookProcess | None = None
+    stopping: bool = False
     registered: bool = False
     pods_indexed: bool = False
 
@@ -79,40 +70,37 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
     options: RunOptions = memo.options
     running = memo.running = Running()
     settings.posting.level = logging.WARNING  # our own Normal Events are posted explicitly
-    settings.admission.managed = None
+    settings.admission.managed = None  # kopf serves no webhook: see webhook_process
+    settings.admission.server = None
     api = memo.api = api_client()
+    # The reconciler's view; the webhook process keeps its own.
+    view = memo.view = PolicyView(scopes=config.watch_namespaces or ("",))
+    follow_policies(api_client(), view, running.stop)
     if options.local:
         directory = Path(tempfile.mkdtemp(prefix="kafka-sidecar-webhook-"))
         serving, ca_bundle = local_certificates(directory)
-        host = "127.0.0.1"
-        settings.admission.server = WebhookServer(
-            addr=host,
-            host=host,
-            port=config.webhook_port,
-            certfile=str(serving.cert),
-            pkeyfile=str(serving.key),
-            cafile=str(directory / "kafka-sidecar-webhook-ca.crt"),
-        )
-        register(api, config, url_client_config(host, config.webhook_port, ca_bundle))
-        running.registered = True
+        host, certfile, keyfile = "127.0.0.1", serving.cert, serving.key
     else:
         if config.tls == "self-managed":
-            tls.ensure(api, config.namespace, config.cert_dir, config.webhook_name)
+            await asyncio.to_thread(
+                tls.ensure, api, config.namespace, config.cert_dir, config.webhook_name
+            )
             running.tasks.append(asyncio.create_task(renew_forever(config)))
-        settings.admission.server = WebhookServer(
-            addr=config.webhook_host,
-            port=config.webhook_port,
-            certfile=str(config.cert_dir / "tls.crt"),
-            pkeyfile=str(config.cert_dir / "tls.key"),
-        )
-    view = memo.view = PolicyView(scopes=config.watch_namespaces or ("",))
-    follow_policies(api_client(), view, running.stop)
+        host = config.webhook_host
+        certfile, keyfile = config.cert_dir / "tls.crt", config.cert_dir / "tls.key"
+    webhook = running.webhook = WebhookProcess(WebhookSpec(config, host, certfile, keyfile))
+    webhook.launch()  # from the loop's thread: the child lives no longer than this process
+    await asyncio.to_thread(webhook.wait_listening)
+    running.tasks.append(asyncio.create_task(supervise(webhook, running)))
+    if options.local:
+        register(api, config, url_client_config(host, config.webhook_port, ca_bundle))
+        running.registered = True
     if config.health_port:
         # /readyz connects where the webhook server listens (any address: loopback).
         listening = "127.0.0.1" if options.local else config.webhook_host
         probe = "127.0.0.1" if listening in ("", "0.0.0.0", "::") else listening  # noqa: S104
         running.health = await serve_health(
-            config.health_port, lambda: view.complete, webhook=(probe, config.webhook_port)
+            config.health_port, lambda: webhook.ready, webhook=(probe, config.webhook_port)
         )
     reconciler = Reconciler(
         config,
@@ -133,9 +121,12 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     if running is None:
         return
     running.stop.set()
+    running.stopping = True
     for task in running.tasks:
         task.cancel()
     await asyncio.gather(*running.tasks, return_exceptions=True)
+    if running.webhook is not None:
+        await asyncio.to_thread(running.webhook.stop)
     if running.health is not None:
         await running.health.cleanup()
     if running.registered:
@@ -163,12 +154,18 @@ async def renew_forever(config: OperatorConfig) -> None:
             log.exception("Could not check the webhook certificate; retrying in a minute")
 
 
-def api_client() -> k8s.ApiClient:
-    try:
-        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except k8s_config.ConfigException:
-        k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
-    return k8s.ApiClient()
+async def supervise(webhook: WebhookProcess, running: Running) -> None:
+    """Start the webhook process again whenever it exits unexpectedly (meanwhile /readyz fails:
+    the API server's calls fail open)."""
+    while not running.stopping:
+        await asyncio.sleep(SUPERVISE_SECONDS)
+        if not webhook.alive and not running.stopping:
+            log.error("The webhook process exited; starting it again")
+            try:
+                webhook.launch()
+                await asyncio.to_thread(webhook.wait_listening)
+            except Exception:
+                log.exception("Could not start the webhook process; retrying")
 
 
 def register(api: k8s.ApiClient, config: OperatorConfig, client_config: dict[str, Any]) -> None:
