@@ -1,9 +1,9 @@
 """``/healthz`` and ``/readyz`` on the health port.
 
-Ready means the webhook answers from every policy: the replica's own policy view has been listed
-in full, and the webhook server accepts connections. A TCP check on the webhook port alone would
-pass before the view is complete (pods would get ``no-policy``); the view alone may be complete before
-the webhook server listens (the API server would fail open on the refused connection).
+Ready means the webhook answers from every policy: the webhook process's policy view has been
+listed in full, and its server accepts connections. A TCP check on the webhook port alone would
+pass before the view is complete (pods would get ``no-policy``); the view alone may be complete
+before the server listens (the API server would fail open on the refused connection).
 """
 
 from __future__ import annotations

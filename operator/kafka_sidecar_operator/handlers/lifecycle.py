@@ -90,7 +90,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
         certfile, keyfile = config.cert_dir / "tls.crt", config.cert_dir / "tls.key"
     webhook = running.webhook = WebhookProcess(WebhookSpec(config, host, certfile, keyfile))
     webhook.launch()  # from the loop's thread: the child lives no longer than this process
-    await asyncio.to_thread(webhook.wait_listening)
+    try:
+        await asyncio.to_thread(webhook.wait_listening)
+    except Exception:
+        await shut_down(memo)  # kopf retries the startup: leave no thread or process behind
+        raise
     running.tasks.append(asyncio.create_task(supervise(webhook, running)))
     if options.local:
         register(api, config, url_client_config(host, config.webhook_port, ca_bundle))
@@ -116,6 +120,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any)
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    await shut_down(memo)
+
+
+async def shut_down(memo: kopf.Memo) -> None:
+    """Stop what ``start`` started (also after a failed start)."""
     config: OperatorConfig = memo.config
     running: Running | None = memo.get("running")
     if running is None:
