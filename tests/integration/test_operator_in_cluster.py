@@ -1015,3 +1015,51 @@ def test_the_webhook_answers_while_kopfs_event_loop_is_blocked(
     finally:
         process.stop()
         SERVER_LOGS.pop("operator-busy", None)
+
+
+def webhook_child(process: OperatorProcess) -> int:
+    """The pid of the operator's webhook process (its child running multiprocessing's spawn)."""
+    for task in Path(f"/proc/{process.pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return int(child)
+    raise AssertionError("no webhook process")
+
+
+def test_a_webhook_process_that_dies_is_started_again_and_counts_in_the_operators_metrics(
+    control_plane: ControlPlane,
+    crd_installed: None,
+    api_client: k8s.ApiClient,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    process = OperatorProcess(
+        control_plane.kubeconfig,
+        tmp_path / "operator",
+        env={"KAFKA_SIDECAR_OPERATOR_WEBHOOK_NAME": unique_name("kafka-sidecar-restart")},
+    )
+    SERVER_LOGS["operator-restart"] = process.workdir / "operator.log"
+    try:
+        process.start()
+        create_policy(api_client, namespace, rollout={"percentage": 100, "granularity": "pod"})
+        wait_for(lambda: ready(process), what="the operator ready")
+        first = webhook_child(process)
+        os.kill(first, 9)
+        wait_for(lambda: not ready(process), what="not ready without its webhook process")
+        wait_for(lambda: ready(process), what="ready again")
+        assert webhook_child(process) != first
+        status = admit(process, review(namespace, pod_body("after")))
+        assert status.get("reason") == "injected", status
+        # The new process's observations reach the operator's /metrics.
+        wait_for(lambda: injected_count(process.metrics()) == 1, timeout=10, what="the count")
+    finally:
+        process.stop()
+        SERVER_LOGS.pop("operator-restart", None)
+
+
+def injected_count(metrics: str) -> float:
+    return sum(
+        float(row.split()[-1])
+        for row in metrics.splitlines()
+        if row.startswith("kafka_sidecar_operator_injections_total{") and 'result="injected"' in row
+    )

@@ -73,23 +73,14 @@ class WebhookProcess:
     def __init__(self, spec: WebhookSpec) -> None:
         self.spec = spec
         self._context = multiprocessing.get_context("spawn")
-        self._channels = _Channels(
-            listening=self._context.Event(),
-            ready=self._context.Event(),
-            stop=self._context.Event(),
-            observations=self._context.Queue(),
-            logs=self._context.Queue(),
-        )
+        self._channels: _Channels | None = None
         self._process: SpawnProcess | None = None
-        self._logs = QueueListener(
-            self._channels.logs, *logging.getLogger().handlers, respect_handler_level=True
-        )
-        self._counting = threading.Thread(target=self._count, name="webhook-metrics", daemon=True)
-        self._relaying = False
+        self._logs: QueueListener | None = None
+        self._counting: threading.Thread | None = None
 
     @property
     def ready(self) -> bool:
-        return self.alive and self._channels.ready.is_set()
+        return self.alive and self._channels is not None and self._channels.ready.is_set()
 
     @property
     def alive(self) -> bool:
@@ -102,14 +93,23 @@ class WebhookProcess:
     def launch(self) -> None:
         """Start the child (again, after it died). Call from the thread that lives as long as the
         process (the event loop's): the child is killed when that thread ends."""
-        if not self._relaying:
-            self._logs.start()
-            self._counting.start()
-            self._relaying = True
-        channels = self._channels
-        channels.listening.clear()
-        channels.ready.clear()
-        channels.stop.clear()
+        # Fresh channels each time: a child killed while writing may leave a queue locked.
+        self._end_relays(wait=False)
+        channels = self._channels = _Channels(
+            listening=self._context.Event(),
+            ready=self._context.Event(),
+            stop=self._context.Event(),
+            observations=self._context.Queue(),
+            logs=self._context.Queue(),
+        )
+        self._logs = QueueListener(
+            channels.logs, *logging.getLogger().handlers, respect_handler_level=True
+        )
+        self._logs.start()
+        self._counting = threading.Thread(
+            target=_count, args=(channels.observations,), name="webhook-metrics", daemon=True
+        )
+        self._counting.start()
         self._process = self._context.Process(
             target=serve,
             args=(self.spec, channels, os.getpid()),
@@ -120,10 +120,11 @@ class WebhookProcess:
 
     def wait_listening(self, timeout: float = START_SECONDS) -> None:
         """Block until the child listens; raise why not (it exited, or took too long)."""
-        process = self._process
+        process, channels = self._process, self._channels
         assert process is not None, "launch() first"
+        assert channels is not None
         deadline = time.monotonic() + timeout
-        while not self._channels.listening.wait(POLL_SECONDS):
+        while not channels.listening.wait(POLL_SECONDS):
             if not process.is_alive():
                 raise RuntimeError(f"the webhook process exited with code {process.exitcode}")
             if time.monotonic() > deadline:
@@ -133,7 +134,8 @@ class WebhookProcess:
 
     def stop(self, timeout: float = STOP_SECONDS) -> None:
         """Let the child finish its answers in progress and exit; kill it if it does not."""
-        self._channels.stop.set()
+        if self._channels is not None:
+            self._channels.stop.set()
         process = self._process
         if process is not None:
             process.join(timeout)
@@ -141,18 +143,28 @@ class WebhookProcess:
                 log.warning("The webhook process did not stop within %.0f s; killing it", timeout)
                 process.kill()
                 process.join(5)
-        if self._relaying:
-            self._channels.observations.put(None)
-            self._counting.join(5)
-            self._logs.stop()
-            self._relaying = False
+        self._end_relays(wait=True)
 
-    def _count(self) -> None:
-        while True:
-            observation = self._channels.observations.get()
-            if observation is None:
-                return
-            metrics.apply(observation)
+    def _end_relays(self, wait: bool) -> None:
+        """End the threads relaying the current child's logs and metrics."""
+        if self._channels is None or self._logs is None or self._counting is None:
+            return
+        self._channels.observations.put_nowait(None)
+        if wait:
+            self._logs.stop()
+            self._counting.join(5)
+        else:
+            self._logs.enqueue_sentinel()
+        self._logs = self._counting = None
+
+
+def _count(observations: Queue[Any]) -> None:
+    """Count the child's metric observations in this process's metrics."""
+    while True:
+        observation = observations.get()
+        if observation is None:
+            return
+        metrics.apply(observation)
 
 
 def serve(spec: WebhookSpec, channels: _Channels, parent_pid: int) -> None:
