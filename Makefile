@@ -86,7 +86,8 @@ test-e2e: venv localenv-install ## End-to-end tests: the operator and sample app
 .PHONY: bench
 bench: venv localenv-install ## Measure events/s, produce() cost and broker connections: bench/results/
 	$(PY) bench/data_path.py --out bench/results
-	$(PY) -m bench.fleet --out bench/results --knee 2000,4000,8000,16000,24000
+	$(PY) -m bench.fleet --out bench/results --variant KAFKA_SIDECAR_TRANSPORT=grpc \
+	  --knee 2000,4000,8000,16000,24000
 	$(PY) bench/operator.py --pods 10000 --policies 100 --out bench/results
 
 .PHONY: bench-smoke

@@ -27,6 +27,7 @@ MAX_FRAME_BYTES = 64 * 1024 * 1024 + 1024
 """As gRPC's message limit on both sides (64 MiB), plus the type byte and some room."""
 
 _LENGTH = struct.Struct(">I")
+CHUNK_BYTES = 1 << 20
 
 
 class FrameError(Exception):
@@ -63,14 +64,16 @@ def receive(sock: socket.socket) -> tuple[int, bytes] | None:
 
 
 def _read(sock: socket.socket, size: int, at_boundary: bool) -> bytes | None:
-    buffer = bytearray(size)
-    view = memoryview(buffer)
+    """Exactly ``size`` bytes. Memory grows with what arrives, never with what a length
+    header claims: a peer announcing 64 MiB and sending nothing costs nothing."""
+    chunks: list[bytes] = []
     got = 0
     while got < size:
-        count = sock.recv_into(view[got:])
-        if count == 0:
+        chunk = sock.recv(min(size - got, CHUNK_BYTES))
+        if not chunk:
             if got == 0 and at_boundary:
                 return None
             raise FrameError(f"connection closed {got} bytes into a {size}-byte read")
-        got += count
-    return bytes(buffer)
+        chunks.append(chunk)
+        got += len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

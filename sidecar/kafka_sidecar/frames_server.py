@@ -31,8 +31,8 @@ from kafka_sidecar_api.v1.sidecar_pb2 import FrameError, ProduceBatch, Subscribe
 
 log = logging.getLogger(__name__)
 
-MAX_CONNECTIONS = 512
-"""Connections served at once (each is a thread); more are closed at once. A process uses two."""
+CONNECTIONS_PER_CLIENT = 2
+"""A client process uses two connections: calls, and its report stream."""
 
 IDLE_CHECK_SECONDS = 1.0
 """How often a waiting report stream looks whether its client hung up."""
@@ -57,6 +57,8 @@ class FramesServer:
         self._listener: socket.socket | None = None
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
+        # Each connection is a thread: as many as the clients the engine keeps, and no more.
+        self.max_connections = CONNECTIONS_PER_CLIENT * engine.config.max_clients
 
     def start(self) -> None:
         Path(self.path).unlink(missing_ok=True)
@@ -89,9 +91,13 @@ class FramesServer:
             except OSError:
                 return  # closed by stop()
             with self._lock:
-                if len(self._connections) >= MAX_CONNECTIONS:
+                if len(self._connections) >= self.max_connections:
                     connection.close()
-                    log.warning("Refused a frames connection: %d already open", MAX_CONNECTIONS)
+                    log.warning(
+                        "Refused a frames connection: %d already open (2 per client, "
+                        "KAFKA_SIDECAR_MAX_CLIENTS)",
+                        self.max_connections,
+                    )
                     continue
                 self._connections.add(connection)
                 self.engine.metrics.frames_connections.set(len(self._connections))

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from kafka_sidecar.frames_server import MAX_CONNECTIONS
 from kafka_sidecar_api import frames
 from kafka_sidecar_api.v1.sidecar_pb2 import (
     DeliveryReport,
@@ -31,6 +30,7 @@ from tests.support import consume_all, create_topic, wait_for
 
 pytestmark = pytest.mark.integration
 StartSidecar = Callable[..., SidecarProcess]
+MAX_CLIENTS = 50  # so at most 100 frames connections
 PointAt = Callable[[SidecarProcess], None]
 
 
@@ -43,7 +43,7 @@ def frames_socket(sidecar: SidecarProcess) -> str:
 @pytest.fixture
 def connect(start_sidecar: StartSidecar) -> Iterator[Callable[[bool], socket.socket]]:
     """Raw connections to one sidecar's frames socket, HELLO already exchanged if asked."""
-    sidecar = start_sidecar()
+    sidecar = start_sidecar(KAFKA_SIDECAR_MAX_CLIENTS=str(MAX_CLIENTS))
     opened: list[socket.socket] = []
 
     def open_one(hello: bool = True) -> socket.socket:
@@ -160,7 +160,7 @@ def test_broken_and_excess_connections_do_not_stop_a_good_client(
     topic = create_topic(kafka)
     half = connect(True)
     half.sendall(struct.pack(">I", 1000) + b"\x02partial")  # and never the rest
-    flood = [connect(False) for _ in range(MAX_CONNECTIONS + 20)]
+    flood = [connect(False) for _ in range(2 * MAX_CLIENTS + 20)]
     refused = 0
     for sock in flood[-30:]:  # those past the limit are closed by the sidecar at once
         sock.settimeout(5)
