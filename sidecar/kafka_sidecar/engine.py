@@ -55,6 +55,16 @@ UNAVAILABLE_ERRORS = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why a whole call was refused; each transport says it in its own terms (a gRPC status,
+    an ERROR frame). ``status`` is the gRPC status name."""
+
+    status: str
+    message: str
+    retry_after_ms: int = 0
+
+
 class ProducerLike(Protocol):
     """What the engine needs of ``confluent_kafka.Producer`` (a seam for unit tests)."""
 
@@ -223,6 +233,36 @@ class Engine:
                 )
 
     # -- emitting ---------------------------------------------------------------------------
+
+    def answer(
+        self,
+        method: str,
+        client_id: str,
+        events: Sequence[ProduceRequest],
+        app: str = "",
+        counters: Sequence[TopicCounters] = (),
+    ) -> ProduceBatchAck | Refusal:
+        """A call's answer, whatever transport carried it: the acks, or why the call as a
+        whole is refused (draining: use the fallback; no client id; nothing fitted: wait)."""
+        if client_id and counters:
+            self.record_counters(client_id, app, counters)
+        if self.draining:
+            refusal = Refusal("UNAVAILABLE", "the sidecar is shutting down; use the fallback")
+        elif not client_id:
+            refusal = Refusal("INVALID_ARGUMENT", "client_id is required")
+        else:
+            answer, buffer_full = self.emit(client_id, events)
+            if not (buffer_full and events):
+                self.metrics.requests.labels(method, "OK").inc()
+                return answer
+            retry = self.config.retry_after_ms
+            refusal = Refusal(
+                "RESOURCE_EXHAUSTED",
+                f"the sidecar's producer buffer is full; retry in {retry} ms",
+                retry,
+            )
+        self.metrics.requests.labels(method, refusal.status).inc()
+        return refusal
 
     def emit(
         self, client_id: str, events: Sequence[ProduceRequest]

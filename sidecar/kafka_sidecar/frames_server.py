@@ -23,16 +23,28 @@ from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
-from kafka_sidecar.engine import Engine
-from kafka_sidecar.servicer import MAX_REPORTS_PER_MESSAGE, report_batch
+from kafka_sidecar.engine import Engine, Refusal
+from kafka_sidecar.servicer import report_messages
 from kafka_sidecar.unix_socket import SOCKET_MODE
 from kafka_sidecar_api import frames
-from kafka_sidecar_api.v1.sidecar_pb2 import FrameError, ProduceBatch, SubscribeRequest
+from kafka_sidecar_api.v1.sidecar_pb2 import (
+    DeliveryReportBatch,
+    FrameError,
+    ProduceBatch,
+    SubscribeRequest,
+)
 
 log = logging.getLogger(__name__)
 
 CONNECTIONS_PER_CLIENT = 2
 """A client process uses two connections: calls, and its report stream."""
+
+CODES = {
+    "UNAVAILABLE": FrameError.CODE_UNAVAILABLE,
+    "RESOURCE_EXHAUSTED": FrameError.CODE_RESOURCE_EXHAUSTED,
+    "INVALID_ARGUMENT": FrameError.CODE_INVALID_ARGUMENT,
+}
+"""Engine refusals (gRPC status names) as ERROR frame codes."""
 
 IDLE_CHECK_SECONDS = 1.0
 """How often a waiting report stream looks whether its client hung up."""
@@ -156,34 +168,18 @@ class FramesServer:
 
     def _emit(self, body: bytes) -> bytes:
         """An EMIT_BATCH's answer, as the gRPC EmitBatch would give it."""
-        requests = self.engine.metrics.requests
         try:
             request = ProduceBatch.FromString(body)
         except DecodeError:
-            requests.labels("EmitBatch", "INVALID_ARGUMENT").inc()
+            self.engine.metrics.requests.labels("EmitBatch", "INVALID_ARGUMENT").inc()
             raise Refused(
                 FrameError.CODE_INVALID_ARGUMENT, "EMIT_BATCH: not a ProduceBatch"
             ) from None
-        if self.engine.draining:
-            requests.labels("EmitBatch", "UNAVAILABLE").inc()
-            raise Refused(
-                FrameError.CODE_UNAVAILABLE, "the sidecar is shutting down; use the fallback"
-            )
-        if not request.client_id:
-            requests.labels("EmitBatch", "INVALID_ARGUMENT").inc()
-            raise Refused(FrameError.CODE_INVALID_ARGUMENT, "client_id is required")
-        if request.counters:
-            self.engine.record_counters(request.client_id, request.app, request.counters)
-        answer, buffer_full = self.engine.emit(request.client_id, request.events)
-        if buffer_full and request.events:
-            retry = self.engine.config.retry_after_ms
-            requests.labels("EmitBatch", "RESOURCE_EXHAUSTED").inc()
-            raise Refused(
-                FrameError.CODE_RESOURCE_EXHAUSTED,
-                f"the sidecar's producer buffer is full; retry in {retry} ms",
-                retry,
-            )
-        requests.labels("EmitBatch", "OK").inc()
+        answer = self.engine.answer(
+            "EmitBatch", request.client_id, request.events, request.app, request.counters
+        )
+        if isinstance(answer, Refusal):
+            raise Refused(CODES[answer.status], answer.message, answer.retry_after_ms)
         return answer.SerializeToString()
 
     def _stream_reports(self, connection: socket.socket, client_id: str) -> None:
@@ -194,16 +190,12 @@ class FramesServer:
         client, token = engine.subscribe(client_id, wake.set)
         engine.metrics.requests.labels("SubscribeReports", "OK").inc()
         try:
-            first = report_batch([])
-            first.sidecar_id = engine.sidecar_id
+            first = DeliveryReportBatch(sidecar_id=engine.sidecar_id)
             frames.send(connection, frames.REPORTS, first.SerializeToString())
             while True:
                 reports, dropped = engine.take_reports(client)
                 if reports or dropped:
-                    for start in range(0, max(len(reports), 1), MAX_REPORTS_PER_MESSAGE):
-                        batch = report_batch(reports[start : start + MAX_REPORTS_PER_MESSAGE])
-                        batch.sidecar_id = engine.sidecar_id
-                        batch.dropped = dropped if start == 0 else 0
+                    for batch in report_messages(engine.sidecar_id, reports, dropped):
                         frames.send(connection, frames.REPORTS, batch.SerializeToString())
                     continue
                 if self.closing or client.subscription is not token:

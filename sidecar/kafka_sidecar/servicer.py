@@ -1,17 +1,18 @@
 """The gRPC servicer: translates requests to ``Engine`` calls and its answers to statuses.
 
-Status codes are decided here and only here: UNAVAILABLE while draining (clients fall back),
+Which calls are refused is decided in ``Engine.answer`` (the frames transport shares it); here
+a refusal becomes its gRPC status: UNAVAILABLE while draining (clients fall back),
 RESOURCE_EXHAUSTED with ``retry-after-ms`` when nothing fitted the buffer (clients wait).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 
-from kafka_sidecar.engine import Engine, Report, report_error
+from kafka_sidecar.engine import Engine, Refusal, Report, report_error
 from kafka_sidecar_api.v1 import sidecar_pb2_grpc
 from kafka_sidecar_api.v1.sidecar_pb2 import (
     DeliveryReportBatch,
@@ -33,42 +34,25 @@ class ProducerSidecarServicer(sidecar_pb2_grpc.ProducerSidecarServicer):
         self.closing = False
 
     async def Emit(self, request: ProduceRequest, context: grpc.aio.ServicerContext) -> ProduceAck:
-        answer = await self._emit("Emit", request.client_id, [request], context)
+        answer = await self._emit(self.engine.answer("Emit", request.client_id, [request]), context)
         return answer.acks[0]
 
     async def EmitBatch(
         self, request: ProduceBatch, context: grpc.aio.ServicerContext
     ) -> ProduceBatchAck:
-        if request.client_id and request.counters:
-            self.engine.record_counters(request.client_id, request.app, request.counters)
-        return await self._emit("EmitBatch", request.client_id, request.events, context)
+        answer = self.engine.answer(
+            "EmitBatch", request.client_id, request.events, request.app, request.counters
+        )
+        return await self._emit(answer, context)
 
     async def _emit(
-        self,
-        method: str,
-        client_id: str,
-        events: Sequence[ProduceRequest],
-        context: grpc.aio.ServicerContext,
+        self, answer: ProduceBatchAck | Refusal, context: grpc.aio.ServicerContext
     ) -> ProduceBatchAck:
-        requests = self.engine.metrics.requests
-        if self.engine.draining:
-            requests.labels(method, "UNAVAILABLE").inc()
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE, "the sidecar is shutting down; use the fallback"
-            )
-        if not client_id:
-            requests.labels(method, "INVALID_ARGUMENT").inc()
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "client_id is required")
-        answer, buffer_full = self.engine.emit(client_id, events)
-        if buffer_full and events:
-            retry = str(self.engine.config.retry_after_ms)
-            context.set_trailing_metadata((("retry-after-ms", retry),))
-            requests.labels(method, "RESOURCE_EXHAUSTED").inc()
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"the sidecar's producer buffer is full; retry in {retry} ms",
-            )
-        requests.labels(method, "OK").inc()
+        if isinstance(answer, Refusal):
+            if answer.retry_after_ms:
+                context.set_trailing_metadata((("retry-after-ms", str(answer.retry_after_ms)),))
+            await context.abort(getattr(grpc.StatusCode, answer.status), answer.message)
+        assert isinstance(answer, ProduceBatchAck)  # abort() raised otherwise
         return answer
 
     async def SubscribeReports(
@@ -90,10 +74,7 @@ class ProducerSidecarServicer(sidecar_pb2_grpc.ProducerSidecarServicer):
             while True:
                 reports, dropped = engine.take_reports(client)
                 if reports or dropped:
-                    for start in range(0, max(len(reports), 1), MAX_REPORTS_PER_MESSAGE):
-                        batch = report_batch(reports[start : start + MAX_REPORTS_PER_MESSAGE])
-                        batch.sidecar_id = engine.sidecar_id
-                        batch.dropped = dropped if start == 0 else 0
+                    for batch in report_messages(engine.sidecar_id, reports, dropped):
                         yield batch
                     continue
                 if self.closing or client.subscription is not token:
@@ -109,6 +90,18 @@ class ProducerSidecarServicer(sidecar_pb2_grpc.ProducerSidecarServicer):
         """End every report stream once its queued reports are sent (shutdown)."""
         self.closing = True
         self.engine.wake_all()
+
+
+def report_messages(
+    sidecar_id: str, reports: list[Report], dropped: int
+) -> Iterator[DeliveryReportBatch]:
+    """One take of a client's reports as stream messages of bounded size; the first carries
+    the count of dropped reports."""
+    for start in range(0, max(len(reports), 1), MAX_REPORTS_PER_MESSAGE):
+        batch = report_batch(reports[start : start + MAX_REPORTS_PER_MESSAGE])
+        batch.sidecar_id = sidecar_id
+        batch.dropped = dropped if start == 0 else 0
+        yield batch
 
 
 def report_batch(reports: list[Report]) -> DeliveryReportBatch:
