@@ -8,6 +8,7 @@ Writes ``results/fleet.json``, ``results/fleet.md`` and a PNG; ``--smoke`` is CI
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -227,7 +228,8 @@ def run_scenario(
         peak_sidecar = max(peak_sidecar, broker_connections([sidecar.pid], ports))
         peak_rss = max(peak_rss, rss_bytes(sidecar.pid))
         if time.perf_counter() >= next_read:  # a bulk read costs the brokers a little CPU
-            peak_brokers = peak(peak_brokers, read_all(metrics_ports))
+            with contextlib.suppress(OSError):  # a broker too busy to answer: the next second
+                peak_brokers = peak(peak_brokers, read_all(metrics_ports, timeout=1.0))
             next_read += 1.0
         while not results.empty():
             collected.append(results.get())

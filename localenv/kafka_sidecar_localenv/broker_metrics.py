@@ -73,7 +73,7 @@ def parse(responses: Iterable[dict[str, Any]]) -> BrokerSample:
     return BrokerSample(**values)
 
 
-def read(port: int, timeout: float = 5.0) -> BrokerSample:
+def read(port: int, timeout: float = 30.0) -> BrokerSample:
     """One broker's sample, from its Jolokia agent on 127.0.0.1:``port``."""
     body = json.dumps(
         [{"type": "read", "mbean": mbean, "attribute": attribute} for _, mbean, attribute in READS]
@@ -88,9 +88,10 @@ def read(port: int, timeout: float = 5.0) -> BrokerSample:
     return parse(answers)
 
 
-def read_all(ports: Iterable[int]) -> BrokerSample:
-    """The cluster's sum over every broker."""
+def read_all(ports: Iterable[int], timeout: float = 30.0) -> BrokerSample:
+    """The cluster's sum over every broker (a broker saturated by the load under test may take
+    seconds to answer: the default waits for it)."""
     sample = BrokerSample()
     for port in ports:
-        sample = sample + read(port)
+        sample = sample + read(port, timeout)
     return sample
