@@ -18,6 +18,7 @@ import os
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,8 +67,11 @@ class FramesServer:
         self.path = path
         self.serving = serving
         self.closing = False
+        self.stopping = False
         self._listener: socket.socket | None = None
-        self._connections: set[socket.socket] = set()
+        # Each connection's lock orders what its thread writes with the goodbye stop() writes.
+        self._connections: dict[socket.socket, threading.Lock] = {}
+        self._streams: set[socket.socket] = set()
         self._lock = threading.Lock()
         # Each connection is a thread: as many as the clients the engine keeps, and no more.
         self.max_connections = CONNECTIONS_PER_CLIENT * engine.config.max_clients
@@ -86,11 +90,32 @@ class FramesServer:
         self.closing = True
         self.engine.wake_all()
 
-    def stop(self) -> None:
+    def stop(self, streams_timeout: float = 5.0) -> None:
+        """Close every connection, saying goodbye first where a client may send a request.
+
+        A calls connection gets an unsolicited ERROR (UNAVAILABLE) and no request is processed
+        after it, so a client whose request crossed the goodbye reads "not received" (use the
+        fallback, no duplicate) instead of an end of stream that could mean either. Report
+        streams end by themselves once their reports are sent (``close_streams``): they get up
+        to ``streams_timeout`` seconds for that.
+        """
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.close()
         Path(self.path).unlink(missing_ok=True)
+        goodbye = FrameError(
+            code=FrameError.CODE_UNAVAILABLE, message="the sidecar has shut down; use the fallback"
+        ).SerializeToString()
+        with self._lock:
+            self.stopping = True
+            calls = [(c, lock) for c, lock in self._connections.items() if c not in self._streams]
+        for connection, lock in calls:
+            with lock, contextlib.suppress(OSError):
+                frames.send(connection, frames.ERROR, goodbye)
+                connection.shutdown(socket.SHUT_RDWR)
+        deadline = time.monotonic() + streams_timeout
+        while self._streams and time.monotonic() < deadline:
+            time.sleep(0.01)
         with self._lock:
             for connection in self._connections:
                 with contextlib.suppress(OSError):
@@ -111,31 +136,33 @@ class FramesServer:
                         self.max_connections,
                     )
                     continue
-                self._connections.add(connection)
+                lock = self._connections[connection] = threading.Lock()
                 self.engine.metrics.frames_connections.set(len(self._connections))
             threading.Thread(
-                target=self._serve, args=(connection,), name="frames-conn", daemon=True
+                target=self._serve, args=(connection, lock), name="frames-conn", daemon=True
             ).start()
 
-    def _serve(self, connection: socket.socket) -> None:
+    def _serve(self, connection: socket.socket, lock: threading.Lock) -> None:
+        problem = None
         try:
-            self._converse(connection)
+            self._converse(connection, lock)
         except Refused as refused:
-            with contextlib.suppress(OSError):
-                frames.send(connection, frames.ERROR, refused.error.SerializeToString())
+            problem = refused.error
         except frames.FrameError as error:  # an impossible length, or closed mid-frame
             problem = FrameError(code=FrameError.CODE_INVALID_ARGUMENT, message=str(error))
-            with contextlib.suppress(OSError):
-                frames.send(connection, frames.ERROR, problem.SerializeToString())
         except OSError:
             pass  # the client went away: nothing to answer
         finally:
+            if problem is not None:
+                with lock, contextlib.suppress(OSError):
+                    frames.send(connection, frames.ERROR, problem.SerializeToString())
             with self._lock:
-                self._connections.discard(connection)
+                self._connections.pop(connection, None)
+                self._streams.discard(connection)
                 self.engine.metrics.frames_connections.set(len(self._connections))
             connection.close()
 
-    def _converse(self, connection: socket.socket) -> None:
+    def _converse(self, connection: socket.socket, lock: threading.Lock) -> None:
         hello = frames.receive(connection)
         if hello is None:
             return
@@ -148,23 +175,32 @@ class FramesServer:
         frames.send(connection, frames.HELLO, bytes((frames.VERSION,)))
         while (frame := frames.receive(connection)) is not None:
             kind, body = frame
-            if kind == frames.EMIT_BATCH:
-                try:
-                    answer = self._emit(body)
-                except Refused as refused:
-                    if refused.error.code == FrameError.CODE_INVALID_ARGUMENT:
-                        raise  # malformed: answered, then the connection is closed
-                    frames.send(connection, frames.ERROR, refused.error.SerializeToString())
-                    continue
-                frames.send(connection, frames.EMIT_ACK, answer)
-            elif kind == frames.HEALTH:
-                serving = self.serving() and not self.engine.draining
-                frames.send(connection, frames.HEALTH_ANSWER, b"\x01" if serving else b"\x00")
-            elif kind == frames.SUBSCRIBE:
-                self._stream_reports(connection, parse_subscribe(body))
+            if kind == frames.SUBSCRIBE:
+                client_id = parse_subscribe(body)
+                with self._lock:
+                    if self.stopping:
+                        return
+                    self._streams.add(connection)
+                self._stream_reports(connection, client_id)
                 return
-            else:
-                raise Refused(FrameError.CODE_INVALID_ARGUMENT, f"unknown frame type {kind}")
+            with lock:
+                if self.stopping:
+                    return  # stop() said goodbye instead of answering
+                frames.send(connection, *self._answer(kind, body))
+
+    def _answer(self, kind: int, body: bytes) -> tuple[int, bytes]:
+        """The answer frame to a request frame."""
+        if kind == frames.EMIT_BATCH:
+            try:
+                return frames.EMIT_ACK, self._emit(body)
+            except Refused as refused:
+                if refused.error.code == FrameError.CODE_INVALID_ARGUMENT:
+                    raise  # malformed: answered, then the connection is closed
+                return frames.ERROR, refused.error.SerializeToString()
+        if kind == frames.HEALTH:
+            serving = self.serving() and not self.engine.draining
+            return frames.HEALTH_ANSWER, b"\x01" if serving else b"\x00"
+        raise Refused(FrameError.CODE_INVALID_ARGUMENT, f"unknown frame type {kind}")
 
     def _emit(self, body: bytes) -> bytes:
         """An EMIT_BATCH's answer, as the gRPC EmitBatch would give it."""

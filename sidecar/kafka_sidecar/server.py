@@ -147,7 +147,7 @@ class Sidecar:
             frames_server.close_streams()
         await server.stop(max(0.5, deadline - time.monotonic()))
         if frames_server is not None:
-            frames_server.stop()
+            frames_server.stop(max(0.5, deadline - time.monotonic()))
         self._stop_threads.set()
         poller.join(timeout=5)
         if http is not None:

@@ -191,3 +191,23 @@ def test_broken_and_excess_connections_do_not_stop_a_good_client(
         delivered = list(DeliveryReportBatch.FromString(expect(reports, frames.REPORTS)).reports)
     assert [(r.sequence, r.error_code) for r in delivered] == [(1, 0)]
     half.close()
+
+
+def test_a_stopping_sidecar_says_goodbye_on_calls_connections_before_closing_them(
+    start_sidecar: StartSidecar,
+) -> None:
+    """A request crossing the shutdown reads "unavailable, not received" (no duplicate when
+    re-sent), never a bare end of stream that could also mean "received, then crashed"."""
+    sidecar = start_sidecar()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(30)
+    with sock:
+        connect_unix(sock, frames_socket(sidecar), 10)
+        frames.send(sock, frames.HELLO, bytes((frames.VERSION,)))
+        assert frames.receive(sock) == (frames.HELLO, bytes((frames.VERSION,)))
+        sidecar.terminate()
+        goodbye = FrameError.FromString(expect(sock, frames.ERROR))
+        assert goodbye.code == FrameError.CODE_UNAVAILABLE
+        assert "shut down" in goodbye.message
+        assert frames.receive(sock) is None
+    assert sidecar.wait(timeout=60) == 0

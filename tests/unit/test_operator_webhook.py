@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kafka_sidecar_operator.config import OperatorConfig
@@ -55,6 +55,8 @@ JSON = st.recursive(
 )
 
 
+# Generation is cheap but the machine may be busy (CI runs beside brokers): no timing checks.
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(
     st.dictionaries(st.sampled_from(["a", "b/c", "~"]), JSON),
     st.dictionaries(st.sampled_from(["a", "b/c", "~"]), JSON),
