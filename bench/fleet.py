@@ -386,30 +386,33 @@ def report(summary: list[dict[str, Any]], meta: dict[str, Any], out: Path) -> No
         "p99.9 ms | delivered | broker conns | sidecar RSS MB | events per call |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for processes, rate in keys:
-        for mode in modes:
-            row = index.get((mode, processes, rate))
-            if row is None:
-                continue
-            ratio = (
-                f"{row['pod_cpu_vs_direct']:.2f}x"
-                if mode != "direct" and row["pod_cpu_vs_direct"] is not None
-                else ""
+    # Every row once, in table order: by load, direct first.
+    ordered = [
+        (processes, rate, mode, index[(mode, processes, rate)])
+        for processes, rate in keys
+        for mode in modes
+        if (mode, processes, rate) in index
+    ]
+    for processes, rate, mode, row in ordered:
+        ratio = (
+            f"{row['pod_cpu_vs_direct']:.2f}x"
+            if mode != "direct" and row["pod_cpu_vs_direct"] is not None
+            else ""
+        )
+        lines.append(
+            f"| {processes} x {rate / processes:,.0f} | {mode} | "
+            f"{row['pod_cpu_s_per_m']:.1f} | "
+            f"{row['sidecar_cpu_s_per_m']:.1f} | {ratio} | {row['produce_us']:.1f} | "
+            f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['p999_ms']:.1f} | "
+            f"{row['delivered_ratio']:.4f} | {row['broker_connections']:.0f} "
+            f"(apps {row['app_broker_connections']:.0f}) | "
+            + (
+                f"{row['sidecar_rss_mb']:.0f} | {row['events_per_call']:.1f}"
+                if mode != "direct"
+                else " |"
             )
-            lines.append(
-                f"| {processes} x {rate / processes:,.0f} | {mode} | "
-                f"{row['pod_cpu_s_per_m']:.1f} | "
-                f"{row['sidecar_cpu_s_per_m']:.1f} | {ratio} | {row['produce_us']:.1f} | "
-                f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['p999_ms']:.1f} | "
-                f"{row['delivered_ratio']:.4f} | {row['broker_connections']:.0f} "
-                f"(apps {row['app_broker_connections']:.0f}) | "
-                + (
-                    f"{row['sidecar_rss_mb']:.0f} | {row['events_per_call']:.1f}"
-                    if mode != "direct"
-                    else " |"
-                )
-                + " |"
-            )
+            + " |"
+        )
     lines += [
         "",
         "The brokers' own metrics (JMX through Jolokia, summed over the brokers): Produce requests "
@@ -423,20 +426,17 @@ def report(summary: list[dict[str, Any]], meta: dict[str, Any], out: Path) -> No
         "connections at brokers (idle) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for processes, rate in keys:
-        for mode in modes:
-            row = index.get((mode, processes, rate))
-            if row is not None:
-                lines.append(
-                    f"| {processes} x {rate / processes:,.0f} | {mode} | "
-                    f"{row['broker_produce_requests_per_s']:,.0f} | "
-                    f"{row['broker_records_per_request']:.1f} | "
-                    f"{row['broker_bytes_in_per_s']:,.0f} | "
-                    f"{row['broker_payload_per_byte_in']:.2f} | {row['broker_cpu_s_per_m']:.1f} | "
-                    f"{row['broker_gc_ms_per_s']:.1f} | {row['broker_heap_mb_peak']:.0f} | "
-                    f"{row['broker_side_connections']:.0f} "
-                    f"({row['broker_side_connections_idle']:.0f}) |"
-                )
+    for processes, rate, mode, row in ordered:
+        lines.append(
+            f"| {processes} x {rate / processes:,.0f} | {mode} | "
+            f"{row['broker_produce_requests_per_s']:,.0f} | "
+            f"{row['broker_records_per_request']:.1f} | "
+            f"{row['broker_bytes_in_per_s']:,.0f} | "
+            f"{row['broker_payload_per_byte_in']:.2f} | {row['broker_cpu_s_per_m']:.1f} | "
+            f"{row['broker_gc_ms_per_s']:.1f} | {row['broker_heap_mb_peak']:.0f} | "
+            f"{row['broker_side_connections']:.0f} "
+            f"({row['broker_side_connections_idle']:.0f}) |"
+        )
     lines += ["", f"Sidecar RSS idle (before the first scenario): {meta['idle_rss_mb']:.0f} MB."]
     if meta.get("knee"):
         lines += ["", *knee_lines(meta["knee"])]

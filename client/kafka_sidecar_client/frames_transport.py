@@ -84,6 +84,11 @@ class FramesTransport:
             raise SidecarUnreachable("UNAVAILABLE: the sidecar closed", maybe_received=True)
         return answer
 
+    @property
+    def connected(self) -> bool:
+        """The calls connection is open (the sidecar answered HELLO on it)."""
+        return self._calls is not None
+
     def _drop_calls(self) -> None:
         if self._calls is not None:
             self._calls.close()
@@ -204,7 +209,12 @@ class AutoTransport:
         return self._grpc is not None  # gRPC's fork handlers want no thread inside a call
 
     def current(self) -> Transport:
-        if os.path.exists(self.frames.path) or not os.path.exists(self.grpc_path):
+        """Looked at by every call: an open frames connection answers without a file lookup."""
+        if (
+            self.frames.connected
+            or os.path.exists(self.frames.path)
+            or not os.path.exists(self.grpc_path)
+        ):
             return self.frames  # also while nothing listens: it fails fast and says so
         if self._grpc is None:
             self._grpc = SidecarTransport(self.address, self.timeout)

@@ -13,7 +13,7 @@ import secrets
 import threading
 from collections import Counter as Tally
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
@@ -33,6 +33,7 @@ from kafka_sidecar.validation import (
 )
 from kafka_sidecar_api.contract import ID_HEADER
 from kafka_sidecar_api.v1.sidecar_pb2 import (
+    DeliveryReportBatch,
     ErrorCode,
     ProduceBatchAck,
     ProduceRequest,
@@ -150,6 +151,7 @@ class Engine:
         self.lock = threading.RLock()  # the gRPC loop and the frames threads both call in
         self.clients: OrderedDict[str, Client] = OrderedDict()
         self.draining = False
+        self.streams_closing = False  # shutdown: streams end once their reports are sent
         # Distinguishes this sidecar process from its predecessor for clients after a restart.
         self.sidecar_id = secrets.token_hex(8)
         self._touched: set[Client] = set()
@@ -206,10 +208,6 @@ class Engine:
             if fallback is None:
                 fallback = client
         return fallback
-
-    def forget(self, client_id: str) -> None:
-        with self.lock:
-            self._forget(client_id)
 
     def _forget(self, client_id: str) -> None:
         client = self.clients.pop(client_id, None)
@@ -444,7 +442,21 @@ class Engine:
             client = self._client(client_id, "")
             client.wake, client.subscription = wake, token
             client.subscribed += 1
+        self.metrics.requests.labels("SubscribeReports", "OK").inc()
         return client, token
+
+    def next_messages(self, client: Client, token: object) -> list[DeliveryReportBatch] | None:
+        """What a report stream sends next, whatever transport carries it: the client's queued
+        reports as messages, [] when there is nothing yet (clear the wake, look at
+        ``client.reports`` once more, then wait), or None when the stream ends: shutdown, or a
+        newer subscription replaced it. (A stream's first message, before any of these, is
+        ``DeliveryReportBatch(sidecar_id=...)``: it names this sidecar.)"""
+        reports, dropped = self.take_reports(client)
+        if reports or dropped:
+            return list(report_messages(self.sidecar_id, reports, dropped))
+        if self.streams_closing or client.subscription is not token:
+            return None
+        return []
 
     def unsubscribe(self, client: Client, token: object) -> None:
         with self.lock:
@@ -452,8 +464,9 @@ class Engine:
             if client.subscription is token:
                 client.wake = client.subscription = None
 
-    def wake_all(self) -> None:
-        """Every report stream looks again (shutdown: they end once their reports are sent)."""
+    def close_streams(self) -> None:
+        """Shutdown: every report stream sends what it holds, then ends."""
+        self.streams_closing = True
         with self.lock:
             wakes = [c.wake for c in self.clients.values() if c.wake is not None]
         for wake in wakes:
@@ -482,3 +495,48 @@ def produce_error(error: KafkaException) -> Rejection:
     if code == KafkaError._UNKNOWN_TOPIC:
         return Rejection(ErrorCode.ERROR_CODE_KAFKA_ERROR, f"topic: {kafka_error.str()}")
     return Rejection(ErrorCode.ERROR_CODE_INTERNAL, kafka_error.str())
+
+
+MAX_REPORTS_PER_MESSAGE = 8192
+
+
+def report_messages(
+    sidecar_id: str, reports: list[Report], dropped: int
+) -> Iterator[DeliveryReportBatch]:
+    """One take of a client's reports as stream messages of bounded size; the first carries
+    the count of dropped reports."""
+    for start in range(0, max(len(reports), 1), MAX_REPORTS_PER_MESSAGE):
+        batch = report_batch(reports[start : start + MAX_REPORTS_PER_MESSAGE])
+        batch.sidecar_id = sidecar_id
+        batch.dropped = dropped if start == 0 else 0
+        yield batch
+
+
+def report_batch(reports: list[Report]) -> DeliveryReportBatch:
+    """One stream message from report tuples; built with ``add`` so protobuf works in C."""
+    batch = DeliveryReportBatch()
+    add = batch.reports.add
+    for sequence, err, topic, partition, offset, timestamp, latency in reports:
+        if err is None:
+            add(
+                sequence=sequence,
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                timestamp_ms=timestamp,
+                latency_seconds=latency,
+            )
+        else:
+            code, retriable = report_error(err)
+            add(
+                sequence=sequence,
+                topic=topic,
+                partition=partition,
+                offset=-1,
+                error_code=code,
+                kafka_error_code=err.code(),
+                error_message=err.str(),
+                retriable=retriable,
+                latency_seconds=latency,
+            )
+    return batch

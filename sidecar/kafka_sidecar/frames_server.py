@@ -25,13 +25,13 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from kafka_sidecar.engine import Engine, Refusal
-from kafka_sidecar.servicer import report_messages
 from kafka_sidecar.unix_socket import SOCKET_MODE
 from kafka_sidecar_api import frames
 from kafka_sidecar_api.v1.sidecar_pb2 import (
     DeliveryReportBatch,
     FrameError,
     ProduceBatch,
+    ProduceBatchAck,
     SubscribeRequest,
 )
 
@@ -45,18 +45,25 @@ CODES = {
     "RESOURCE_EXHAUSTED": FrameError.CODE_RESOURCE_EXHAUSTED,
     "INVALID_ARGUMENT": FrameError.CODE_INVALID_ARGUMENT,
 }
-"""Engine refusals (gRPC status names) as ERROR frame codes."""
+"""Refusals (gRPC status names) as ERROR frame codes."""
+GOODBYE = Refusal("UNAVAILABLE", "the sidecar has shut down; use the fallback")
 
 IDLE_CHECK_SECONDS = 1.0
 """How often a waiting report stream looks whether its client hung up."""
 
 
-class Refused(Exception):
-    """A frame to answer with ERROR (and, for malformed input, to close the connection on)."""
+def error_frame(refusal: Refusal) -> bytes:
+    """An ERROR frame's body."""
+    return FrameError(
+        code=CODES[refusal.status],
+        message=refusal.message,
+        retry_after_ms=refusal.retry_after_ms,
+    ).SerializeToString()
 
-    def __init__(self, code: FrameError.Code.ValueType, message: str, retry_after_ms: int = 0):
-        super().__init__(message)
-        self.error = FrameError(code=code, message=message, retry_after_ms=retry_after_ms)
+
+class Malformed(Exception):
+    """Input that breaks the protocol: answered with ERROR (INVALID_ARGUMENT), then the
+    connection is closed."""
 
 
 class FramesServer:
@@ -66,7 +73,6 @@ class FramesServer:
         self.engine = engine
         self.path = path
         self.serving = serving
-        self.closing = False
         self.stopping = False
         self._listener: socket.socket | None = None
         # Each connection's lock orders what its thread writes with the goodbye stop() writes.
@@ -85,27 +91,20 @@ class FramesServer:
         self._listener = listener
         threading.Thread(target=self._accept_forever, name="frames-accept", daemon=True).start()
 
-    def close_streams(self) -> None:
-        """Shutdown: report streams end once their queued reports are sent."""
-        self.closing = True
-        self.engine.wake_all()
-
     def stop(self, streams_timeout: float = 5.0) -> None:
         """Close every connection, saying goodbye first where a client may send a request.
 
         A calls connection gets an unsolicited ERROR (UNAVAILABLE) and no request is processed
         after it, so a client whose request crossed the goodbye reads "not received" (use the
         fallback, no duplicate) instead of an end of stream that could mean either. Report
-        streams end by themselves once their reports are sent (``close_streams``): they get up
-        to ``streams_timeout`` seconds for that.
+        streams end by themselves once their reports are sent (``Engine.close_streams``): they
+        get up to ``streams_timeout`` seconds for that.
         """
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.close()
         Path(self.path).unlink(missing_ok=True)
-        goodbye = FrameError(
-            code=FrameError.CODE_UNAVAILABLE, message="the sidecar has shut down; use the fallback"
-        ).SerializeToString()
+        goodbye = error_frame(GOODBYE)
         with self._lock:
             self.stopping = True
             calls = [(c, lock) for c, lock in self._connections.items() if c not in self._streams]
@@ -146,16 +145,14 @@ class FramesServer:
         problem = None
         try:
             self._converse(connection, lock)
-        except Refused as refused:
-            problem = refused.error
-        except frames.FrameError as error:  # an impossible length, or closed mid-frame
-            problem = FrameError(code=FrameError.CODE_INVALID_ARGUMENT, message=str(error))
+        except (Malformed, frames.FrameError) as error:  # frame errors: a length, closed mid-frame
+            problem = Refusal("INVALID_ARGUMENT", str(error))
         except OSError:
             pass  # the client went away: nothing to answer
         finally:
             if problem is not None:
                 with lock, contextlib.suppress(OSError):
-                    frames.send(connection, frames.ERROR, problem.SerializeToString())
+                    frames.send(connection, frames.ERROR, error_frame(problem))
             with self._lock:
                 self._connections.pop(connection, None)
                 self._streams.discard(connection)
@@ -168,10 +165,7 @@ class FramesServer:
             return
         kind, body = hello
         if kind != frames.HELLO or body != bytes((frames.VERSION,)):
-            raise Refused(
-                FrameError.CODE_INVALID_ARGUMENT,
-                f"the first frame must be HELLO with version {frames.VERSION}",
-            )
+            raise Malformed(f"the first frame must be HELLO with version {frames.VERSION}")
         frames.send(connection, frames.HELLO, bytes((frames.VERSION,)))
         while (frame := frames.receive(connection)) is not None:
             kind, body = frame
@@ -191,32 +185,27 @@ class FramesServer:
     def _answer(self, kind: int, body: bytes) -> tuple[int, bytes]:
         """The answer frame to a request frame."""
         if kind == frames.EMIT_BATCH:
-            try:
-                return frames.EMIT_ACK, self._emit(body)
-            except Refused as refused:
-                if refused.error.code == FrameError.CODE_INVALID_ARGUMENT:
-                    raise  # malformed: answered, then the connection is closed
-                return frames.ERROR, refused.error.SerializeToString()
+            answer = self._emit(body)
+            if isinstance(answer, Refusal):
+                if answer.status == "INVALID_ARGUMENT":
+                    raise Malformed(answer.message)  # answered, then the connection is closed
+                return frames.ERROR, error_frame(answer)
+            return frames.EMIT_ACK, answer.SerializeToString()
         if kind == frames.HEALTH:
             serving = self.serving() and not self.engine.draining
             return frames.HEALTH_ANSWER, b"\x01" if serving else b"\x00"
-        raise Refused(FrameError.CODE_INVALID_ARGUMENT, f"unknown frame type {kind}")
+        raise Malformed(f"unknown frame type {kind}")
 
-    def _emit(self, body: bytes) -> bytes:
+    def _emit(self, body: bytes) -> ProduceBatchAck | Refusal:
         """An EMIT_BATCH's answer, as the gRPC EmitBatch would give it."""
         try:
             request = ProduceBatch.FromString(body)
         except DecodeError:
             self.engine.metrics.requests.labels("EmitBatch", "INVALID_ARGUMENT").inc()
-            raise Refused(
-                FrameError.CODE_INVALID_ARGUMENT, "EMIT_BATCH: not a ProduceBatch"
-            ) from None
-        answer = self.engine.answer(
+            return Refusal("INVALID_ARGUMENT", "EMIT_BATCH: not a ProduceBatch")
+        return self.engine.answer(
             "EmitBatch", request.client_id, request.events, request.app, request.counters
         )
-        if isinstance(answer, Refusal):
-            raise Refused(CODES[answer.status], answer.message, answer.retry_after_ms)
-        return answer.SerializeToString()
 
     def _stream_reports(self, connection: socket.socket, client_id: str) -> None:
         """SubscribeReports over this connection until shutdown, a newer subscription, or the
@@ -224,20 +213,16 @@ class FramesServer:
         engine = self.engine
         wake = threading.Event()
         client, token = engine.subscribe(client_id, wake.set)
-        engine.metrics.requests.labels("SubscribeReports", "OK").inc()
         try:
             first = DeliveryReportBatch(sidecar_id=engine.sidecar_id)
             frames.send(connection, frames.REPORTS, first.SerializeToString())
-            while True:
-                reports, dropped = engine.take_reports(client)
-                if reports or dropped:
-                    for batch in report_messages(engine.sidecar_id, reports, dropped):
-                        frames.send(connection, frames.REPORTS, batch.SerializeToString())
+            while (messages := engine.next_messages(client, token)) is not None:
+                for message in messages:
+                    frames.send(connection, frames.REPORTS, message.SerializeToString())
+                if messages:
                     continue
-                if self.closing or client.subscription is not token:
-                    return
                 wake.clear()
-                if client.reports:
+                if client.reports:  # arrived since the take
                     continue
                 if not wake.wait(IDLE_CHECK_SECONDS) and hung_up(connection):
                     return
@@ -249,11 +234,9 @@ def parse_subscribe(body: bytes) -> str:
     try:
         request = SubscribeRequest.FromString(body)
     except DecodeError:
-        raise Refused(
-            FrameError.CODE_INVALID_ARGUMENT, "SUBSCRIBE: not a SubscribeRequest"
-        ) from None
+        raise Malformed("SUBSCRIBE: not a SubscribeRequest") from None
     if not request.client_id:
-        raise Refused(FrameError.CODE_INVALID_ARGUMENT, "client_id is required")
+        raise Malformed("client_id is required")
     return request.client_id
 
 

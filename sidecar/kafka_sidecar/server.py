@@ -142,9 +142,7 @@ class Sidecar:
                 left,
                 self.config.shutdown_grace_seconds,
             )
-        servicer.close_streams()
-        if frames_server is not None:
-            frames_server.close_streams()
+        engine.close_streams()
         await server.stop(max(0.5, deadline - time.monotonic()))
         if frames_server is not None:
             frames_server.stop(max(0.5, deadline - time.monotonic()))

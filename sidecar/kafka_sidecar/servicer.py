@@ -8,11 +8,11 @@ RESOURCE_EXHAUSTED with ``retry-after-ms`` when nothing fitted the buffer (clien
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import grpc
 
-from kafka_sidecar.engine import Engine, Refusal, Report, report_error
+from kafka_sidecar.engine import Engine, Refusal
 from kafka_sidecar_api.v1 import sidecar_pb2_grpc
 from kafka_sidecar_api.v1.sidecar_pb2 import (
     DeliveryReportBatch,
@@ -23,15 +23,12 @@ from kafka_sidecar_api.v1.sidecar_pb2 import (
     SubscribeRequest,
 )
 
-MAX_REPORTS_PER_MESSAGE = 8192
-
 
 class ProducerSidecarServicer(sidecar_pb2_grpc.ProducerSidecarServicer):
     """``kafka_sidecar.v1.ProducerSidecar`` over an ``Engine``."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.closing = False
 
     async def Emit(self, request: ProduceRequest, context: grpc.aio.ServicerContext) -> ProduceAck:
         answer = await self._emit(self.engine.answer("Emit", request.client_id, [request]), context)
@@ -68,67 +65,15 @@ class ProducerSidecarServicer(sidecar_pb2_grpc.ProducerSidecarServicer):
             loop.call_soon_threadsafe(wake.set)
 
         client, token = engine.subscribe(request.client_id, wake_up)
-        engine.metrics.requests.labels("SubscribeReports", "OK").inc()
-        yield DeliveryReportBatch(sidecar_id=engine.sidecar_id)
         try:
-            while True:
-                reports, dropped = engine.take_reports(client)
-                if reports or dropped:
-                    for batch in report_messages(engine.sidecar_id, reports, dropped):
-                        yield batch
+            yield DeliveryReportBatch(sidecar_id=engine.sidecar_id)
+            while (messages := engine.next_messages(client, token)) is not None:
+                for message in messages:
+                    yield message
+                if messages:
                     continue
-                if self.closing or client.subscription is not token:
-                    return
                 wake.clear()
-                if client.reports:
-                    continue
-                await wake.wait()
+                if not client.reports:  # none arrived since the take: wait for the poll thread
+                    await wake.wait()
         finally:
             engine.unsubscribe(client, token)
-
-    def close_streams(self) -> None:
-        """End every report stream once its queued reports are sent (shutdown)."""
-        self.closing = True
-        self.engine.wake_all()
-
-
-def report_messages(
-    sidecar_id: str, reports: list[Report], dropped: int
-) -> Iterator[DeliveryReportBatch]:
-    """One take of a client's reports as stream messages of bounded size; the first carries
-    the count of dropped reports."""
-    for start in range(0, max(len(reports), 1), MAX_REPORTS_PER_MESSAGE):
-        batch = report_batch(reports[start : start + MAX_REPORTS_PER_MESSAGE])
-        batch.sidecar_id = sidecar_id
-        batch.dropped = dropped if start == 0 else 0
-        yield batch
-
-
-def report_batch(reports: list[Report]) -> DeliveryReportBatch:
-    """One stream message from report tuples; built with ``add`` so protobuf works in C."""
-    batch = DeliveryReportBatch()
-    add = batch.reports.add
-    for sequence, err, topic, partition, offset, timestamp, latency in reports:
-        if err is None:
-            add(
-                sequence=sequence,
-                topic=topic,
-                partition=partition,
-                offset=offset,
-                timestamp_ms=timestamp,
-                latency_seconds=latency,
-            )
-        else:
-            code, retriable = report_error(err)
-            add(
-                sequence=sequence,
-                topic=topic,
-                partition=partition,
-                offset=-1,
-                error_code=code,
-                kafka_error_code=err.code(),
-                error_message=err.str(),
-                retriable=retriable,
-                latency_seconds=latency,
-            )
-    return batch

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import struct
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -211,3 +214,49 @@ def test_a_stopping_sidecar_says_goodbye_on_calls_connections_before_closing_the
         assert "shut down" in goodbye.message
         assert frames.receive(sock) is None
     assert sidecar.wait(timeout=60) == 0
+
+
+FORKING_APP = """
+import os, sys, time
+from kafka_sidecar_client import Producer
+producer = Producer({"bootstrap.servers": sys.argv[1]})
+producer.produce(sys.argv[2], b"before the fork")
+assert producer.flush(30) == 0
+child = os.fork()
+if child == 0:
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 1)  # not the test's pipes: it reads the master's output to its end
+    os.dup2(null, 2)
+    time.sleep(60)  # a worker that outlives the master and never produces
+    os._exit(0)
+print(child, flush=True)
+os._exit(0)  # the master goes: its connections must close with it
+"""
+
+
+def test_a_forked_child_does_not_hold_its_parents_connections_open(
+    kafka: KafkaCluster, start_sidecar: StartSidecar, sidecar_env: PointAt
+) -> None:
+    """A pre-fork master that exits must not stay connected (and subscribed) through the
+    descriptors its workers inherited: the sidecar would keep serving a client that is gone."""
+    topic = create_topic(kafka)
+    sidecar = start_sidecar()
+    sidecar_env(sidecar)
+    master = subprocess.run(
+        [sys.executable, "-c", FORKING_APP, kafka.bootstrap_servers, topic],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    child = int(master.stdout.split()[0])
+    try:
+        assert os.path.exists(f"/proc/{child}")
+        wait_for(
+            lambda: metric_sum(sidecar.metrics(), "kafka_sidecar_frames_connections") == 0,
+            timeout=15,
+            what="the master's frames connections to close while its child lives",
+        )
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from kafka_sidecar_api import frames
 from kafka_sidecar_localenv.kafka import KafkaCluster
 from kafka_sidecar_localenv.sidecar import SidecarProcess
 from tests.support import create_topic
@@ -105,6 +106,8 @@ def test_client_running_as_another_uid_produces_through_the_sidecar(
     try:
         sidecar.start()
         assert stat.S_IMODE(sidecar.socket_path.stat().st_mode) == 0o666
+        frames_socket = Path(f"{sidecar.socket_path}{frames.SUFFIX}")  # what the client uses
+        assert stat.S_IMODE(frames_socket.stat().st_mode) == 0o666
         assert stat.S_IMODE(sidecar.socket_path.parent.stat().st_mode) == 0o755
         env = {
             "PATH": "/usr/bin:/bin",

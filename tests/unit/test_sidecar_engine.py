@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError
 
 from kafka_sidecar.config import SidecarConfig
-from kafka_sidecar.engine import Engine
+from kafka_sidecar.engine import Engine, report_batch
 from kafka_sidecar.metrics import SidecarMetrics
-from kafka_sidecar.servicer import report_batch
 from kafka_sidecar_api.v1.sidecar_pb2 import ErrorCode, Header, ProduceRequest
 
 pytestmark = pytest.mark.unit
@@ -69,16 +66,7 @@ class FakeProducer:
         return len(self.queue)
 
 
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-def make_engine(
-    loop: asyncio.AbstractEventLoop, capacity: int = 1000, **env: str
-) -> tuple[Engine, FakeProducer]:
+def make_engine(capacity: int = 1000, **env: str) -> tuple[Engine, FakeProducer]:
     producer = FakeProducer(capacity)
     config = SidecarConfig.from_env(
         {
@@ -95,8 +83,8 @@ def events(*sequences: int, topic: str = "t", value: bytes = b"v") -> list[Produ
     return [ProduceRequest(topic=topic, sequence=s, event_bytes=value) for s in sequences]
 
 
-def test_events_are_produced_in_order_with_the_id_header(loop: asyncio.AbstractEventLoop) -> None:
-    engine, producer = make_engine(loop)
+def test_events_are_produced_in_order_with_the_id_header() -> None:
+    engine, producer = make_engine()
     request = ProduceRequest(
         topic="t",
         sequence=1,
@@ -116,14 +104,14 @@ def test_events_are_produced_in_order_with_the_id_header(loop: asyncio.AbstractE
     assert producer.queue[1]["partition"] == -1  # absent = the partitioner decides
 
 
-def test_null_value_and_key_stay_null(loop: asyncio.AbstractEventLoop) -> None:
-    engine, producer = make_engine(loop)
+def test_null_value_and_key_stay_null() -> None:
+    engine, producer = make_engine()
     engine.emit("c1", [ProduceRequest(topic="t", sequence=1)])
     assert (producer.queue[0]["value"], producer.queue[0]["key"]) == (None, None)
 
 
-def test_full_buffer_refuses_the_event_and_every_later_one(loop: asyncio.AbstractEventLoop) -> None:
-    engine, _ = make_engine(loop, capacity=2)
+def test_full_buffer_refuses_the_event_and_every_later_one() -> None:
+    engine, _ = make_engine(capacity=2)
     answer, full = engine.emit("c1", events(1, 2, 3, 4))
     assert not full  # two fitted: the caller gets per-event acks, not RESOURCE_EXHAUSTED
     assert [a.received for a in answer.acks] == [True, True, False, False]
@@ -133,8 +121,8 @@ def test_full_buffer_refuses_the_event_and_every_later_one(loop: asyncio.Abstrac
     assert full
 
 
-def test_invalid_event_is_refused_alone(loop: asyncio.AbstractEventLoop) -> None:
-    engine, producer = make_engine(loop)
+def test_invalid_event_is_refused_alone() -> None:
+    engine, producer = make_engine()
     answer, _ = engine.emit("c1", [*events(1), *events(2, topic="no good"), *events(3)])
     assert [a.error_code for a in answer.acks] == [
         ErrorCode.ERROR_CODE_NONE,
@@ -144,8 +132,8 @@ def test_invalid_event_is_refused_alone(loop: asyncio.AbstractEventLoop) -> None
     assert len(producer.queue) == 2
 
 
-def test_reports_reach_their_own_client_only(loop: asyncio.AbstractEventLoop) -> None:
-    engine, producer = make_engine(loop)
+def test_reports_reach_their_own_client_only() -> None:
+    engine, producer = make_engine()
     engine.emit("a", events(1, 2))
     engine.emit("b", events(1))
     producer.poll()
@@ -157,10 +145,10 @@ def test_reports_reach_their_own_client_only(loop: asyncio.AbstractEventLoop) ->
     assert [r[0] for r in reports_b] == [1]
 
 
-def test_a_client_holding_its_share_of_unread_reports_gets_buffer_full_and_none_is_dropped(
-    loop: asyncio.AbstractEventLoop,
-) -> None:
-    engine, producer = make_engine(loop)  # 3 events per client at once
+def test_a_client_holding_its_share_of_unread_reports_gets_buffer_full_and_none_is_dropped() -> (
+    None
+):
+    engine, producer = make_engine()  # 3 events per client at once
     answer, _ = engine.emit("a", events(1, 2, 3, 4, 5))
     assert [a.received for a in answer.acks] == [True, True, True, False, False]
     assert answer.acks[3].error_code == ErrorCode.ERROR_CODE_BUFFER_FULL
@@ -177,10 +165,8 @@ def test_a_client_holding_its_share_of_unread_reports_gets_buffer_full_and_none_
     assert [a.received for a in answer.acks] == [True, True]
 
 
-def test_a_client_over_its_bytes_in_the_producer_gets_buffer_full(
-    loop: asyncio.AbstractEventLoop,
-) -> None:
-    engine, producer = make_engine(loop, KAFKA_SIDECAR_CLIENT_MAX_BYTES="10")
+def test_a_client_over_its_bytes_in_the_producer_gets_buffer_full() -> None:
+    engine, producer = make_engine(KAFKA_SIDECAR_CLIENT_MAX_BYTES="10")
     answer, _ = engine.emit("a", events(1, 2, 3, value=b"x" * 4))
     assert [a.received for a in answer.acks] == [True, True, False]
     producer.poll()  # the producer is done with them: the bytes are free again
@@ -188,10 +174,8 @@ def test_a_client_over_its_bytes_in_the_producer_gets_buffer_full(
     assert answer.acks[0].received
 
 
-def test_eviction_skips_clients_pinned_by_readers_or_queued_events(
-    loop: asyncio.AbstractEventLoop,
-) -> None:
-    engine, _ = make_engine(loop, KAFKA_SIDECAR_MAX_CLIENTS="2")
+def test_eviction_skips_clients_pinned_by_readers_or_queued_events() -> None:
+    engine, _ = make_engine(KAFKA_SIDECAR_MAX_CLIENTS="2")
     engine.emit("pinned", events(1))  # in the producer: may not be forgotten
     engine.client("reader").subscribed = 1
     for n in range(50):
@@ -200,10 +184,8 @@ def test_eviction_skips_clients_pinned_by_readers_or_queued_events(
     assert engine.metrics.clients._value.get() == 3
 
 
-def test_a_forgotten_clients_unread_reports_are_counted_as_dropped(
-    loop: asyncio.AbstractEventLoop,
-) -> None:
-    engine, producer = make_engine(loop, KAFKA_SIDECAR_MAX_CLIENTS="1")
+def test_a_forgotten_clients_unread_reports_are_counted_as_dropped() -> None:
+    engine, producer = make_engine(KAFKA_SIDECAR_MAX_CLIENTS="1")
     engine.emit("gone", events(1, 2))
     producer.poll()
     engine.after_poll()
@@ -212,8 +194,8 @@ def test_a_forgotten_clients_unread_reports_are_counted_as_dropped(
     assert engine.metrics.reports_dropped._value.get() == 2
 
 
-def test_failed_delivery_becomes_a_report_with_codes(loop: asyncio.AbstractEventLoop) -> None:
-    engine, producer = make_engine(loop)
+def test_failed_delivery_becomes_a_report_with_codes() -> None:
+    engine, producer = make_engine()
     engine.emit("a", events(1, value=b"fail"))
     producer.poll()
     engine.after_poll()
@@ -225,8 +207,8 @@ def test_failed_delivery_becomes_a_report_with_codes(loop: asyncio.AbstractEvent
     assert report.retriable
 
 
-def test_idle_means_no_queued_event_and_no_unread_report(loop: asyncio.AbstractEventLoop) -> None:
-    engine, producer = make_engine(loop)
+def test_idle_means_no_queued_event_and_no_unread_report() -> None:
+    engine, producer = make_engine()
     assert engine.idle()
     engine.emit("a", events(1))
     assert not engine.idle()
