@@ -425,8 +425,10 @@ def test_both_operator_replicas_answer_from_the_policies_also_while_one_restarts
         fresh = [
             p for p in pods if p.metadata.name != victim and p.metadata.deletion_timestamp is None
         ]
+        # A replacement the kubelet has not started yet has no container statuses: not ready.
         if len(fresh) == 2 and all(
-            c.ready for p in fresh for c in p.status.container_statuses or []
+            p.status.container_statuses and all(c.ready for c in p.status.container_statuses)
+            for p in fresh
         ):
             break
     during += decisions(50)
