@@ -213,6 +213,12 @@ class SidecarMetrics:
             "Broker connections of the sidecar's producer that are up",
             registry=r,
         )
+        self.broker_up = Gauge(
+            "kafka_sidecar_broker_up",
+            "1 while the producer's connection to this broker (node id) is up, 0 while it is down",
+            ["broker"],
+            registry=r,
+        )
         self.reports_dropped = Counter(
             "kafka_sidecar_reports_dropped",
             "Delivery reports dropped because their client was forgotten without a reader",
@@ -245,8 +251,12 @@ class SidecarMetrics:
         stats = json.loads(stats_json)
         connections, batch_bytes, batch_events, weights = 0, 0.0, 0.0, 0
         for broker in stats.get("brokers", {}).values():
-            if broker.get("state") == "UP" and broker.get("nodeid", -1) >= 0:
-                connections += 1
+            node = broker.get("nodeid", -1)
+            if isinstance(node, int) and node >= 0:
+                up = broker.get("state") == "UP"
+                connections += up
+                # Bounded: one series per broker of the cluster, never per bootstrap address.
+                self.broker_up.labels(str(node)).set(1 if up else 0)
             size = broker.get("batchsize", {})
             count = broker.get("batchcnt", {})
             samples = int(size.get("cnt", 0))

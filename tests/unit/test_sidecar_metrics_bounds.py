@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 import urllib.request
@@ -81,3 +82,28 @@ def test_a_connection_that_sends_nothing_is_closed_after_the_request_timeout(
         assert time.monotonic() - started < 3
     with urllib.request.urlopen(f"http://127.0.0.1:{endpoint}/healthz", timeout=5) as answer:
         assert answer.status == 200
+
+
+def test_a_lost_broker_and_its_recovery_show_per_broker_from_the_statistics() -> None:
+    """The chaos suite reads a broker's loss here; bootstrap entries (node id -1) add no series."""
+    sidecar = SidecarMetrics()
+
+    def stats(second: str) -> str:
+        brokers = {
+            "b1": {"nodeid": 1, "state": "UP"},
+            "b2": {"nodeid": 2, "state": second},
+            "bootstrap": {"nodeid": -1, "state": "UP"},
+        }
+        return json.dumps({"brokers": brokers})
+
+    def up(broker: str) -> float | None:
+        return sidecar.registry.get_sample_value("kafka_sidecar_broker_up", {"broker": broker})
+
+    sidecar.apply_statistics(stats("UP"))
+    assert (up("1"), up("2"), up("-1")) == (1.0, 1.0, None)
+    assert sidecar.registry.get_sample_value("kafka_sidecar_broker_connections") == 2
+    sidecar.apply_statistics(stats("CONNECT"))
+    assert (up("1"), up("2")) == (1.0, 0.0)
+    assert sidecar.registry.get_sample_value("kafka_sidecar_broker_connections") == 1
+    sidecar.apply_statistics(stats("UP"))
+    assert up("2") == 1.0
