@@ -2,8 +2,9 @@
 
 N forked workers each produce keyed sequence numbers at a steady rate; nothing here knows about
 the sidecar — the environment decides (KAFKA_SIDECAR_MODE). On SIGTERM each worker stops,
-flushes and prints one JSON line: what it produced and what the delivery callbacks confirmed, so
-a checker can prove per-key order and that nothing was lost.
+flushes and prints one JSON line: what it produced and what the delivery callbacks confirmed, how
+often the queue pushed back and how many events the client re-sent, so a checker can prove per-key
+order, that nothing was lost and that every duplicate was a re-send.
 
 Configured by environment: APP_TOPIC, APP_WORKERS (4), APP_RATE (events/s per worker, 200),
 APP_EVENT_BYTES (100), APP_KEYS (8 per worker), APP_NAME (the pod name), and the brokers in
@@ -68,7 +69,7 @@ def worker(producer: Producer, config: dict[str, Any], index: int) -> None:
     padding = "x" * max(0, config["size"] - 60)
     interval = 1.0 / config["rate"]
     next_at = time.monotonic()
-    produced = 0
+    produced = buffer_waits = 0
     last: dict[str, int] = {}
     while not STOP:
         key = f"{config['name']}-{index}-{produced % config['keys']}"
@@ -79,7 +80,8 @@ def worker(producer: Producer, config: dict[str, Any], index: int) -> None:
             try:
                 producer.produce(config["topic"], value, key.encode(), on_delivery=on_delivery)
                 break
-            except BufferError:
+            except BufferError:  # backpressure: the queue (the sidecar's or our own) is full
+                buffer_waits += 1
                 producer.poll(0.05)
         produced += 1
         producer.poll(0)
@@ -98,6 +100,9 @@ def worker(producer: Producer, config: dict[str, Any], index: int) -> None:
         "failed": failed,
         "unflushed": left,
         "last": last,
+        "buffer_waits": buffer_waits,
+        # Events sent again after a sidecar failed mid-call: the only source of duplicates.
+        "resent": sum(t["resent"] for t in producer.emission_counters().values()),
         "mode": os.environ.get("KAFKA_SIDECAR_MODE", "direct"),
     }
     # One write() per line: the workers share stdout, and print() may split a line in two.

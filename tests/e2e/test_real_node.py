@@ -31,6 +31,7 @@ from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 
 from kafka_sidecar_localenv.connections import broker_connections, container_pids
+from kafka_sidecar_localenv.delivery import verify
 from kafka_sidecar_localenv.images import SAMPLE_APP_IMAGE
 from kafka_sidecar_localenv.node import RealNode
 from kafka_sidecar_localenv.podlogs import FollowedLog
@@ -175,23 +176,15 @@ def check_delivery(
     assert len(reports) == workers, f"every worker reports at exit: {reports}"
     assert all(r["failed"] == 0 and r["unflushed"] == 0 for r in reports), reports
     expected = sum(r["produced"] for r in reports)
-    last = {k: v for r in reports for k, v in r["last"].items()}
-    seen: dict[str, set[int]] = {}
-    duplicates = reorderings = 0
-    for message in consume_all(node.kafka.bootstrap_servers, topic, expected, timeout=120):
-        record = json.loads(message.value() or b"{}")
-        key, seq = record["key"], record["seq"]
-        got = seen.setdefault(key, set())
-        if seq in got:
-            duplicates += 1
-            continue
-        if seq != max(got, default=-1) + 1:
-            reorderings += 1
-            assert not ordered, f"{key}: {seq} after {max(got, default=-1)}"
-        got.add(seq)
-    missing = {k: v for k, v in last.items() if seen.get(k) != set(range(v + 1))}
-    assert not missing, f"events never reached Kafka for {sorted(missing)}"
-    return {"events": expected, "duplicates": duplicates, "reorderings": reorderings}
+    messages = consume_all(node.kafka.bootstrap_servers, topic, expected, timeout=120)
+    result = verify(reports, (m.value() for m in messages))
+    assert not result.missing_keys, f"events never reached Kafka for {result.missing_keys}"
+    assert not ordered or result.reorderings == 0, f"{result.reorderings} reordered events"
+    return {
+        "events": result.events,
+        "duplicates": result.duplicates,
+        "reorderings": result.reorderings,
+    }
 
 
 def sidecar_metric(pod: Any, name: str) -> float:

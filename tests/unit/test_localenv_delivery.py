@@ -1,0 +1,56 @@
+"""The delivery verdict the e2e tests and the chaos suite give: lost, duplicated, reordered."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kafka_sidecar_localenv.delivery import verify
+
+pytestmark = pytest.mark.unit
+
+
+def record(key: str, seq: int) -> bytes:
+    return json.dumps({"key": key, "seq": seq, "pad": "x"}).encode()
+
+
+def report(last: dict[str, int], **counts: int) -> dict[str, object]:
+    produced = sum(v + 1 for v in last.values())
+    return {"produced": produced, "failed": 0, "unflushed": 0, "last": last, **counts}
+
+
+def test_everything_once_and_in_order_is_ok() -> None:
+    result = verify([report({"a": 2, "b": 1}, resent=0)], map(record, "aabab", [0, 1, 0, 2, 1]))
+    assert result.ok
+    assert (result.events, result.consumed, result.lost) == (5, 5, 0)
+    assert (result.duplicates, result.reorderings) == (0, 0)
+
+
+def test_a_gap_is_lost_and_names_its_key() -> None:
+    result = verify([report({"a": 3})], [record("a", 0), record("a", 1), record("a", 3)])
+    assert not result.ok
+    assert result.lost == 1
+    assert result.missing_keys == ["a"]
+    assert result.reorderings == 1, "3 came straight after 1"
+
+
+def test_duplicates_and_reorderings_are_counted_apart() -> None:
+    values = [record("a", 0), record("a", 2), record("a", 1), record("a", 2), record("a", 0)]
+    result = verify([report({"a": 2}, resent=2, buffer_waits=7)], values)
+    assert result.lost == 0
+    assert result.duplicates == 2
+    assert result.reorderings == 2, "2 before 1, then 1 after 2"
+    assert (result.resent, result.buffer_waits) == (2, 7)
+
+
+def test_a_producer_that_gave_up_is_not_ok_even_with_nothing_missing() -> None:
+    result = verify([{**report({"a": 0}), "failed": 1}], [record("a", 0)])
+    assert result.lost == 0
+    assert not result.ok
+
+
+def test_records_that_are_not_the_sample_apps_are_ignored() -> None:
+    result = verify([report({"a": 0})], [b"not json at all"[:0], b'{"other": 1}', record("a", 0)])
+    assert result.ok
+    assert result.consumed == 3
