@@ -1,4 +1,4 @@
-"""A policy's status from the pods it selects: counts, percentages and conditions.
+"""A policy's status from the pods it selects: counts, percentages, connections and conditions.
 
 Pure: the reconciler feeds it the pod index and the fallback state and writes what it returns.
 """
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from kafka_sidecar_operator.connections import ConnectionCount
 from kafka_sidecar_operator.names import INJECT_ANNOTATION, METRICS_PORT_NAME, SIDECAR_NAME
 from kafka_sidecar_operator.pod_record import StatusRecord, sidecar_of
 from kafka_sidecar_operator.policies import Policy, matching
@@ -170,8 +171,12 @@ def build_status(
     fallback_ratio: float | None,
     alert_state: str,
     previous: Iterable[Mapping[str, Any]],
+    connections: ConnectionCount | None = None,
 ) -> dict[str, Any]:
-    """The whole ``status`` block (what ``kubectl get ksp`` and ``describe`` show)."""
+    """The whole ``status`` block (what ``kubectl get ksp`` and ``describe`` show).
+
+    ``connections`` is the last scrape's count; none yet (or no sidecar scraped) is zeros.
+    """
     previous = list(previous)
     if policy.paused:
         progressing = condition(
@@ -255,6 +260,7 @@ def build_status(
         "actualPercentage": f"{counts.actual_percentage:.0f}%",
         "fallbackRatio": ratio_text,
         "alertState": alert_state,
+        **(connections or ConnectionCount()).status_fields(),
         "conditions": conditions,
     }
 

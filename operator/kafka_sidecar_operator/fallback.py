@@ -41,12 +41,18 @@ def client_totals(metrics_text: str) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class PodSample:
-    """One pod at one scrape: cumulative counters, or unreachable."""
+    """One pod at one scrape: cumulative counters, or unreachable.
+
+    The same scrape's connection gauges ride along (``clients``, ``broker_connections``, read
+    by ``connections``), so the sidecar is asked once per interval for both.
+    """
 
     pod: str
     attempts: float = 0.0
     fallback: float = 0.0
     reachable: bool = True
+    clients: int = 0
+    broker_connections: int = 0
 
 
 @dataclass

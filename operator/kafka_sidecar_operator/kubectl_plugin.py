@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from kubernetes import client as k8s
@@ -32,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--kubeconfig", help="path of the kubeconfig (default: $KUBECONFIG)")
     sub = parser.add_subparsers(dest="command", required=True)
-    status = sub.add_parser("status", help="per policy: target and actual %%, pods, alert")
+    status = sub.add_parser(
+        "status", help="per policy: target and actual %%, pods, alert, connections saved"
+    )
     status.add_argument("-n", "--namespace")
     status.add_argument("-A", "--all-namespaces", action="store_true")
     explain = sub.add_parser("explain", help="why a pod was or was not injected")
@@ -57,25 +60,28 @@ def _policies(api: k8s.ApiClient, namespace: str | None) -> list[dict[str, Any]]
     return list(found.get("items", []))
 
 
+STATUS_HEADER: tuple[str, ...] = (
+    "NAMESPACE",
+    "POLICY",
+    "TARGET",
+    "ACTUAL",
+    "INJECTED",
+    "MATCHED",
+    "IN-FALLBACK",
+    "FALLBACK",
+    "ALERT",
+    "CONNECTIONS",
+    "DIRECT(EST)",
+    "SAVED",
+)
+
+
 def status_table(api: k8s.ApiClient, namespace: str | None) -> str:
     """One line per policy; pods in fallback are injected pods whose sidecar is not ready."""
     core = k8s.CoreV1Api(api)
-    rows = [
-        (
-            "NAMESPACE",
-            "POLICY",
-            "TARGET",
-            "ACTUAL",
-            "INJECTED",
-            "MATCHED",
-            "IN-FALLBACK",
-            "FALLBACK",
-            "ALERT",
-        )
-    ]
+    rows: list[tuple[str, ...]] = [STATUS_HEADER]
     for body in _policies(api, namespace):
         policy = Policy.from_body(body)
-        status = body.get("status") or {}
         pods = [
             PodView.from_body(core.api_client.sanitize_for_serialization(p))
             for p in core.list_namespaced_pod(policy.namespace).items
@@ -85,19 +91,30 @@ def status_table(api: k8s.ApiClient, namespace: str | None) -> str:
             for p in pods
             if p.injected and p.status.policy == policy.key and p.running and not p.sidecar_ready
         )
-        rows.append(
-            (
-                policy.namespace,
-                policy.name,
-                f"{policy.percentage}%",
-                str(status.get("actualPercentage", "-")),
-                str(status.get("injectedPods", 0)),
-                str(status.get("matchedPods", 0)),
-                str(in_fallback),
-                str(status.get("fallbackRatio", "-")),
-                str(status.get("alertState", "-")),
-            )
-        )
+        rows.append(status_row(policy, body.get("status") or {}, in_fallback))
+    return table(rows)
+
+
+def status_row(policy: Policy, status: Mapping[str, Any], in_fallback: int) -> tuple[str, ...]:
+    """A policy's line: its spec, its status as the operator wrote it, and the pods counted
+    here. Connections are the sidecars' own and the direct estimate (``-`` until written)."""
+    return (
+        policy.namespace,
+        policy.name,
+        f"{policy.percentage}%",
+        str(status.get("actualPercentage", "-")),
+        str(status.get("injectedPods", 0)),
+        str(status.get("matchedPods", 0)),
+        str(in_fallback),
+        str(status.get("fallbackRatio", "-")),
+        str(status.get("alertState", "-")),
+        str(status.get("sidecarConnections", "-")),
+        str(status.get("directConnectionsEstimate", "-")),
+        str(status.get("connectionsSaved", "-")),
+    )
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()

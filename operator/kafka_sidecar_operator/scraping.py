@@ -1,4 +1,5 @@
-"""Reading injected sidecars' /metrics for the fallback alert, as if each endpoint were hostile.
+"""Reading injected sidecars' /metrics for the fallback alert and the connections saved, as if
+each endpoint were hostile.
 
 Whatever listens on a pod's IP is its author's to choose: so the body is bounded after
 decompression (a small gzip response can expand a thousandfold), each request has a deadline for
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from kafka_sidecar_operator.conditions import PodView
+from kafka_sidecar_operator.connections import sidecar_gauges
 from kafka_sidecar_operator.fallback import PodSample, client_totals
 from kafka_sidecar_operator.metrics import FALLBACK_SCRAPES
 
@@ -91,7 +93,7 @@ class Scraper:
         return [sample for sample in found if sample is not None]
 
     async def scrape(self, session: aiohttp.ClientSession, pod: PodView) -> PodSample | None:
-        """A pod's client counters; unreachable if its sidecar is not ready.
+        """A pod's client counters and connection gauges; unreachable if its sidecar is not ready.
 
         A ready sidecar whose scrape fails is left out (None): one bad answer is not a fallback.
         """
@@ -101,12 +103,15 @@ class Scraper:
         try:
             async with self._slots, asyncio.timeout(self.deadline):
                 text = await self._fetch(session, f"http://{pod.ip}:{pod.metrics_port}/metrics")
+            attempts, fallback = client_totals(text)
+            clients, connections = sidecar_gauges(text)
         except (aiohttp.ClientError, TimeoutError, BodyRefused, ValueError):
             FALLBACK_SCRAPES.labels("failed").inc()
             return None
         FALLBACK_SCRAPES.labels("ok").inc()
-        attempts, fallback = client_totals(text)
-        return PodSample(pod.name, attempts, fallback)
+        return PodSample(
+            pod.name, attempts, fallback, clients=clients, broker_connections=connections
+        )
 
     async def _fetch(self, session: aiohttp.ClientSession, url: str) -> str:
         async with session.get(

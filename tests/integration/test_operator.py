@@ -179,9 +179,10 @@ def test_kubectl_get_ksp_shows_the_rollout_columns(
         "ACTUAL",
         "FALLBACK",
         "ALERT",
+        "SAVED",
         "AGE",
     ]
-    assert row.split()[:7] == ["orders", "100", "3", "3", "100%", "-", "Ok"]
+    assert row.split()[:8] == ["orders", "100", "3", "3", "100%", "-", "Ok", "0"]
     described = kubectl(control_plane, "describe", "ksp", "orders", "-n", enabled_namespace).stdout
     for condition in ("Ready", "RolloutProgressing", "FallbackAlert"):
         assert condition in described

@@ -31,6 +31,7 @@ from kafka_sidecar_operator.conditions import (
     transition_events,
 )
 from kafka_sidecar_operator.config import OperatorConfig
+from kafka_sidecar_operator.connections import ConnectionCount, count_connections
 from kafka_sidecar_operator.events import post_in_background
 from kafka_sidecar_operator.fallback import FallbackTracker, parse_duration
 from kafka_sidecar_operator.leadership import leading
@@ -68,6 +69,7 @@ class ReconcileState:
 
     trackers: dict[str, FallbackTracker] = field(default_factory=dict)
     last_scrape: dict[str, float] = field(default_factory=dict)
+    connections: dict[str, ConnectionCount] = field(default_factory=dict)
     written: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     rules: RuleState = field(default_factory=RuleState)
 
@@ -75,6 +77,7 @@ class ReconcileState:
         tables: tuple[dict[str, Any], ...] = (
             self.trackers,
             self.last_scrape,
+            self.connections,
             self.written,
             self.rules.applied,
             self.rules.retry_at,
@@ -151,6 +154,7 @@ class Reconciler:
             pods = list(self.pods.get(policy.namespace, []))
             targets = [p for p in pods if p.scrapable_for(policy.key)]
             samples = await self.scraper.scrape_all(targets)
+            self.state.connections[key] = count_connections(samples)
             before = tracker.state
             tracker.observe(
                 now,
@@ -162,7 +166,14 @@ class Reconciler:
             events += alert_events(policy, before, tracker.state, tracker.ratio)
         current = self.state.written.get(key) or policy.status
         previous = current.get("conditions") or []
-        status = build_status(policy, counts, tracker.ratio, tracker.state, previous)
+        status = build_status(
+            policy,
+            counts,
+            tracker.ratio,
+            tracker.state,
+            previous,
+            self.state.connections.get(key),
+        )
         events += transition_events(previous, status["conditions"])
         self.ensure_rule(policy)  # never waited for: status does not depend on it
         if status_changed(current, status):
