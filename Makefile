@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 PYTEST := $(BIN)/pytest
 BROKERS ?= 1
+# Runs of each fault in `make chaos`.
+REPEATS ?= 2
 # 1: the real node (kubelet, containerd; needs root). 0: Kafka + etcd + kube-apiserver on 127.0.0.1.
 NODE ?= 1
 export NODE
@@ -41,7 +43,7 @@ $(VENV)/.installed: pyproject.toml
 lint: venv proto-check ## ruff (lint + format check), mypy --strict, import contracts, proto drift
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict api client sidecar operator localenv tests bench examples
+	$(BIN)/mypy --strict api client sidecar operator localenv tests bench examples chaos
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile.sidecar Dockerfile.operator
 
@@ -67,8 +69,10 @@ proto-check: venv ## Fail when the checked-in generated code differs from what `
 
 ##@ Tests
 .PHONY: test
-test: venv localenv-install ## Every tier: unit, integration, e2e (real Kafka, kube-apiserver, kubelet)
+test: venv localenv-install ## Every tier: unit, integration, e2e (real Kafka, kube-apiserver, kubelet), chaos (short)
 	$(PYTEST) tests/unit tests/integration tests/e2e
+	@# Its own session: its node has three brokers, and one node at a time fits on a machine.
+	$(PYTEST) tests/chaos
 
 .PHONY: test-unit
 test-unit: venv ## Unit tests only: nothing running
@@ -81,6 +85,10 @@ test-integration: venv localenv-install ## Integration tests against the real Ka
 .PHONY: test-e2e
 test-e2e: venv localenv-install ## End-to-end tests: the operator and sample apps on the real node
 	$(PYTEST) tests/e2e
+
+.PHONY: chaos
+chaos: venv localenv-install ## Faults under load on the real node, each repeated: chaos-output/report.md
+	$(PY) -m chaos --out chaos-output --repeats $(REPEATS)
 
 ##@ Benchmarks
 .PHONY: bench

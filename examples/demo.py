@@ -35,6 +35,7 @@ from kafka_sidecar_localenv.connections import (
     container_pids,
 )
 from kafka_sidecar_localenv.images import SAMPLE_APP_IMAGE
+from kafka_sidecar_localenv.operator_install import install_operator
 from kafka_sidecar_localenv.podlogs import FollowedLog
 from kafka_sidecar_localenv.sample_app import sample_app_deployment
 from kafka_sidecar_operator.fallback import client_totals
@@ -264,20 +265,7 @@ def chart(rows: list[dict[str, Any]]) -> Path:
 def install(cluster: Cluster) -> None:
     """The README's install path, then the demo's namespace, topic, policy and Deployment."""
     say("== Installing the operator: kubectl apply -k manifests/crd, then manifests/selfsigned")
-    cluster.kubectl("apply", "-k", str(ROOT / "manifests" / "crd"))
-    # Not `kubectl wait`: it errors out while a new CRD has no status.conditions at all yet.
-    established = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
-    crd = "kafkasidecarpolicies.kafka-sidecar.io"
-    deadline = time.monotonic() + 60
-    while cluster.kubectl("get", "crd", crd, "-o", established) != "True":
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"CRD {crd} was not established within 60s")
-        time.sleep(0.5)
-    cluster.kubectl("apply", "-k", str(ROOT / "manifests" / "selfsigned"))
-    cluster.kubectl(
-        "rollout", "status", "-n", "kafka-sidecar-system",
-        "deployment/kafka-sidecar-operator", "--timeout=300s",
-    )  # fmt: skip
+    install_operator(cluster.argv)
     labels = {
         "kafka-sidecar.io/injection": "enabled",
         "pod-security.kubernetes.io/enforce": "restricted",

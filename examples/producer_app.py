@@ -7,7 +7,8 @@ often the queue pushed back and how many events the client re-sent, so a checker
 order, that nothing was lost and that every duplicate was a re-send.
 
 Configured by environment: APP_TOPIC, APP_WORKERS (4), APP_RATE (events/s per worker, 200),
-APP_EVENT_BYTES (100), APP_KEYS (8 per worker), APP_NAME (the pod name), and the brokers in
+APP_EVENT_BYTES (100), APP_KEYS (8 per worker), APP_QUEUE_MESSAGES (100000: the producer's queue),
+APP_NAME (the pod name), and the brokers in
 KAFKA_BOOTSTRAP_SERVERS (what a direct producer would use anyway).
 """
 
@@ -40,6 +41,9 @@ def settings(env: dict[str, str]) -> dict[str, Any]:
         "rate": number("APP_RATE", 200),
         "size": number("APP_EVENT_BYTES", 100),
         "keys": number("APP_KEYS", 8),
+        # The producer's queue.buffering.max.messages (confluent's default): how much it holds
+        # before produce() pushes back with BufferError.
+        "queue": number("APP_QUEUE_MESSAGES", 100_000),
         "name": env.get("APP_NAME") or env.get("HOSTNAME") or "app",
     }
 
@@ -112,7 +116,13 @@ def worker(producer: Producer, config: dict[str, Any], index: int) -> None:
 def main() -> int:
     config = settings(dict(os.environ))
     # Created before forking, like a pre-fork server's app object: the client is fork-safe.
-    producer = Producer({"bootstrap.servers": config["bootstrap"], "linger.ms": 5})
+    producer = Producer(
+        {
+            "bootstrap.servers": config["bootstrap"],
+            "linger.ms": 5,
+            "queue.buffering.max.messages": config["queue"],
+        }
+    )
     context = multiprocessing.get_context("fork")
     children = [
         context.Process(target=worker, args=(producer, config, n), daemon=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import ssl
+import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,6 +177,20 @@ class ControlPlane:
 
     def _ready(self) -> bool:
         return _http_ok(f"{self.server}/readyz", self.ssl_context())
+
+    def restart_apiserver(self, down_for: float = 0.0, timeout: float = 120.0) -> float:
+        """Crash kube-apiserver (SIGKILL) and start it again with the same flags, as a failed
+        control-plane host does; returns the seconds until it was ready again."""
+        assert self.apiserver is not None
+        crashed = self.apiserver
+        started = time.monotonic()
+        crashed.kill()
+        time.sleep(down_for)
+        self.apiserver = ManagedProcess(
+            name=crashed.name, argv=crashed.argv, log_path=crashed.log_path
+        ).start()
+        wait_until(self.apiserver, self._ready, timeout, "ready again (/readyz)")
+        return time.monotonic() - started
 
     def stop(self) -> None:
         # The API server first: it would log etcd connection errors for every watch otherwise.
