@@ -73,6 +73,7 @@ class Fault:
     policy: dict[str, Any]
     inject: Callable[[Context, Fleet, Timeline], Observed]
     duplicates_allowed: bool  # False: idempotence must leave none
+    backpressure: bool = False  # the apps' produce() must have been pushed back
 
 
 # --- 1. a broker dies and comes back ----------------------------------------------------------
@@ -81,6 +82,15 @@ class Fault:
 def partition_leader(bootstrap: str, topic: str) -> int:
     metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
     return int(metadata.topics[topic].partitions[0].leader)
+
+
+def replicas_in_sync(fleet: Fleet) -> bool:
+    """Every partition of the fleet's topic has all its replicas in sync again."""
+    metadata = AdminClient({"bootstrap.servers": fleet.bootstrap}).list_topics(
+        fleet.topic, timeout=10
+    )
+    partitions = metadata.topics[fleet.topic].partitions.values()
+    return all(len(p.isrs) == len(p.replicas) for p in partitions)
 
 
 def sidecars_see_broker(fleet: Fleet, broker: str, up: float) -> bool:
@@ -105,6 +115,8 @@ def kill_partition_leader(ctx: Context, fleet: Fleet, timeline: Timeline) -> Obs
         kafka.start_node(broker)
     timeline.end(mark)
     restarted = timeline.now()
+    in_sync = timeline.wait(lambda: replicas_in_sync(fleet), 120, "every replica back in sync")
+    seen.facts["in_sync_after_seconds"] = round(in_sync - restarted, 1)
     back = timeline.wait(
         lambda: sidecars_see_broker(fleet, str(leader), 1.0), 120, f"broker {leader} up again"
     )
@@ -157,7 +169,7 @@ def kill_sidecars_repeatedly(ctx: Context, fleet: Fleet, timeline: Timeline) -> 
     seen.facts["kills"] = sum(done.values())
     seen.facts["kill_span_seconds"] = round(span, 1)
     last = timeline.now()
-    back = timeline.wait(lambda: sidecars_ready(fleet), 300, "every sidecar ready again")
+    back = timeline.wait(lambda: sidecars_ready(fleet, kills), 300, "every sidecar ready again")
     seen.recovery_seconds = back - last
     seen.check(
         f"{kills} kills per sidecar",
@@ -167,10 +179,11 @@ def kill_sidecars_repeatedly(ctx: Context, fleet: Fleet, timeline: Timeline) -> 
     return seen
 
 
-def sidecars_ready(fleet: Fleet) -> bool:
+def sidecars_ready(fleet: Fleet, restarts: int) -> bool:
+    """Every sidecar restarted by the kubelet at least ``restarts`` times and ready again."""
     for pod in fleet.pods():
         statuses = [s for s in pod.status.init_container_statuses or [] if s.name == SIDECAR]
-        if not statuses or not statuses[0].ready:
+        if not statuses or not statuses[0].ready or statuses[0].restart_count < restarts:
             return False
     return True
 
@@ -257,7 +270,21 @@ def cut_the_network(ctx: Context, fleet: Fleet, timeline: Timeline) -> Observed:
     )
     back = timeline.wait(lambda: caught_up(timeline), 180, "the backlog delivered")
     seen.recovery_seconds = back - restored
+    # The sidecars stayed up, so the apps had no reason to fall back: the policy's alert (at a
+    # 50% fallback ratio) must not be firing once the network is back.
+    alert = fallback_alert(fleet)
+    seen.facts["fallback_alert"] = alert
+    seen.check("the fallback alert is not firing", alert != "True", f"FallbackAlert={alert}")
     return seen
+
+
+def fallback_alert(fleet: Fleet) -> str:
+    """The status of the fleet policy's FallbackAlert condition ("" before it has one)."""
+    body: Any = k8s.CustomObjectsApi(fleet.api).get_namespaced_custom_object(
+        "kafka-sidecar.io", "v1alpha1", fleet.namespace, "kafkasidecarpolicies", "orders"
+    )
+    conditions = (body.get("status") or {}).get("conditions", [])
+    return next((str(c["status"]) for c in conditions if c["type"] == "FallbackAlert"), "")
 
 
 def caught_up(timeline: Timeline) -> bool:
@@ -447,6 +474,7 @@ def crash_the_control_plane(ctx: Context, fleet: Fleet, timeline: Timeline) -> O
 def rolling_restart(ctx: Context, fleet: Fleet, timeline: Timeline) -> Observed:
     """``kubectl rollout restart`` while the fleet produces: old pods drain, new ones take over."""
     seen = Observed()
+    before = {p.metadata.name for p in fleet.pods()}
     mark = timeline.mark("kubectl rollout restart deployment/orders")
     proc = ctx.node.kubectl("rollout", "restart", "deployment/orders", "-n", fleet.namespace)
     if proc.returncode != 0:
@@ -461,11 +489,11 @@ def rolling_restart(ctx: Context, fleet: Fleet, timeline: Timeline) -> Observed:
     ended = timeline.now()
     fleet.wait_ready(fleet.shape.pods)
     seen.recovery_seconds = timeline.now() - ended
-    seen.facts["pods_followed"] = len(fleet.logs)
+    replaced = {p.metadata.name for p in fleet.pods()}
     seen.check(
-        "every pod old and new was followed",
-        len(fleet.logs) >= 2 * fleet.shape.pods,
-        f"{len(fleet.logs)} pods' logs for {fleet.shape.pods} replicas restarted",
+        "every pod was replaced",
+        not replaced & before,
+        f"{len(before)} old pods, {len(replaced)} new ones",
     )
     return seen
 
@@ -483,7 +511,7 @@ FAULTS = (
     ),
     Fault(
         "network-loss", "The pods lose the network to Kafka", Shape(queue_messages=1500),
-        {"fallback": ALERT}, cut_the_network, duplicates_allowed=False,
+        {"fallback": ALERT}, cut_the_network, duplicates_allowed=False, backpressure=True,
     ),
     Fault(
         "control-plane", "kube-apiserver crashes; the operator's leader dies mid-rollout",

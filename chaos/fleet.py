@@ -52,6 +52,12 @@ def container_pids(pod: Any, name: str) -> list[int]:
     return []
 
 
+def app_running(pod: Any) -> bool:
+    return any(
+        s.name == "app" and s.state.running is not None for s in pod.status.container_statuses or []
+    )
+
+
 def app_started(pod: Any) -> bool:
     return any(
         s.name == "app" and (s.state.running is not None or s.state.terminated is not None)
@@ -69,6 +75,9 @@ class Fleet:
     namespace: str = field(default_factory=lambda: f"chaos-{uuid.uuid4().hex[:8]}")
     topic: str = field(default_factory=lambda: f"chaos-{uuid.uuid4().hex[:8]}")
     logs: dict[str, FollowedLog] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)  # every pod of the Deployment ever listed
+    # Pods whose app did not report once per worker when it stopped (filled by ``stop``).
+    unreported: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -158,13 +167,21 @@ class Fleet:
         raise TimeoutError(f"{count} ready pods of the fleet in {self.namespace}")
 
     def _follow_new_pods(self) -> None:
-        """Follow each pod's app from when it starts: its report outlives the pod only here."""
+        """Follow each pod's app from when it starts: its report outlives the pod only here.
+
+        A follower that ended while its app still runs (kube-apiserver restarted under it) is
+        replaced by one that reads the log again from the start."""
         while not self._stop.is_set():
             with contextlib.suppress(Exception):  # the API server may be restarting
                 items = self.core.list_namespaced_pod(self.namespace, label_selector="app=orders")
                 for pod in items.items:
                     name = pod.metadata.name
-                    if name not in self.logs and app_started(pod):
+                    self.seen.add(name)
+                    followed = self.logs.get(name)
+                    ended = followed is not None and not followed.following()
+                    if (followed is None and app_started(pod)) or (ended and app_running(pod)):
+                        if followed is not None:
+                            followed.stop()
                         argv = self.node.kubectl_argv()
                         self.logs[name] = FollowedLog(argv, self.namespace, name).start()
             self._stop.wait(0.5)
@@ -182,7 +199,13 @@ class Fleet:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
-        reports = [r for log in self.logs.values() for r in log.reports(timeout=30)]
+        reports: list[dict[str, Any]] = []
+        for name in sorted(self.seen):
+            log = self.logs.get(name)
+            mine = log.reports(timeout=30) if log is not None else []
+            if len(mine) != self.shape.workers:
+                self.unreported.append(name)
+            reports += mine
         return verify(reports, read_topic(self.bootstrap, self.topic))
 
     def close(self) -> None:

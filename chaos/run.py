@@ -27,12 +27,31 @@ class Run:
     delivery: Delivery | None = None
     timeline: Timeline | None = None
     error: str | None = None
+    pods: int = 0  # pods of the fleet over the run (a rolling restart adds some)
+    unreported: list[str] = field(default_factory=list)
 
     @property
     def checks(self) -> list[Check]:
         found = list(self.observed.checks)
         if self.delivery is not None:
             found += delivery_checks(self.delivery, self.fault.duplicates_allowed)
+            found.append(
+                Check(
+                    "every app process reported",
+                    not self.unreported,
+                    f"pods without a report from each worker: {self.unreported}"
+                    if self.unreported
+                    else f"{self.pods} pods",
+                )
+            )
+            if self.fault.backpressure:
+                found.append(
+                    Check(
+                        "backpressure reached the apps",
+                        self.delivery.buffer_waits > 0,
+                        f"produce() raised BufferError {self.delivery.buffer_waits} times",
+                    )
+                )
         if self.error is not None:
             found.append(Check("the run completed", False, self.error.splitlines()[-1]))
         return found
@@ -102,6 +121,7 @@ def run_fault(ctx: Context, fault: Fault, repeat: int) -> Run:
         run.observed = fault.inject(ctx, fleet, run.timeline)
         time.sleep(ctx.seconds(10, 5))
         run.delivery = fleet.stop()
+        run.pods, run.unreported = len(fleet.seen), fleet.unreported
     except Exception:  # reported as the run's failure; the suite goes on
         run.error = traceback.format_exc()
     finally:

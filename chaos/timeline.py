@@ -104,7 +104,9 @@ class Timeline:
         mark.end = self.now()
 
     def _run(self) -> None:
-        consumer = Consumer({"bootstrap.servers": self.fleet.bootstrap, "group.id": "chaos-tl"})
+        consumer = Consumer(
+            {"bootstrap.servers": self.fleet.bootstrap, "group.id": "chaos-tl", "log_level": 0}
+        )
         try:
             last_offset, last_at = self._offset(consumer), self.now()
             last_totals: tuple[float, float] | None = None

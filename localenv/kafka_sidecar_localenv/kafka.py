@@ -67,6 +67,9 @@ def node_properties(node: KafkaNode, voters: str, replication: int) -> str:
             f"share.coordinator.state.topic.replication.factor={replication}",
             f"share.coordinator.state.topic.min.isr={min_isr}",
             "group.initial.rebalance.delay.ms=0",
+            # A restarted broker gets its preferred leaderships back within seconds (a default
+            # cluster takes up to 5 minutes): failover tests see the whole round trip.
+            "leader.imbalance.check.interval.seconds=5",
             "auto.create.topics.enable=true",
             "log.flush.interval.messages=9223372036854775807",
             "",

@@ -41,6 +41,11 @@ class FollowedLog:
         for line in self.process.stdout:
             self.lines.append(line.rstrip("\n"))
 
+    def following(self) -> bool:
+        """True while ``kubectl logs -f`` runs (it ends with the container, or with its API
+        server connection)."""
+        return self.process is not None and self.process.poll() is None
+
     def reports(self, timeout: float = 90) -> list[dict[str, Any]]:
         """The JSON lines the container printed, once it ended (or ``timeout`` passed)."""
         assert self.thread is not None
