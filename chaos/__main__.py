@@ -55,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"   {'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
         finally:
             node.stop()
-    command = "python -m chaos " + shlex.join(argv if argv is not None else sys.argv[1:])
-    report = write(runs, args.out, command)
-    print(f"== Report: {report}", flush=True)
-    return 0 if runs and all(r.ok for r in runs) else 1
+            # Also after a failure half-way: the runs done so far are the evidence.
+            command = "python -m chaos " + shlex.join(argv if argv is not None else sys.argv[1:])
+            print(f"== Report: {write(runs, args.out, command)}", flush=True)
+    return 0 if len(runs) == len(chosen) * args.repeats and all(r.ok for r in runs) else 1
 
 
 if __name__ == "__main__":

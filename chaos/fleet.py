@@ -78,6 +78,8 @@ class Fleet:
     seen: set[str] = field(default_factory=set)  # every pod of the Deployment ever listed
     # Pods whose app did not report once per worker when it stopped (filled by ``stop``).
     unreported: list[str] = field(default_factory=list)
+    modes: set[str] = field(default_factory=set)  # filled by ``stop``, from the reports
+    app_restarts: int = 0  # the most any app container restarted (its report would be lost)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -177,6 +179,9 @@ class Fleet:
                 for pod in items.items:
                     name = pod.metadata.name
                     self.seen.add(name)
+                    for status in pod.status.container_statuses or []:
+                        if status.name == "app":
+                            self.app_restarts = max(self.app_restarts, status.restart_count)
                     followed = self.logs.get(name)
                     ended = followed is not None and not followed.following()
                     if (followed is None and app_started(pod)) or (ended and app_running(pod)):
@@ -206,12 +211,15 @@ class Fleet:
             if len(mine) != self.shape.workers:
                 self.unreported.append(name)
             reports += mine
+        self.modes = {str(r.get("mode")) for r in reports}
         return verify(reports, read_topic(self.bootstrap, self.topic))
 
     def close(self) -> None:
         """Stop following and delete the namespace (also after a failure)."""
         self._stop.set()
-        for log in self.logs.values():
+        if self._thread is not None:
+            self._thread.join(10)
+        for log in list(self.logs.values()):
             log.stop()
         with contextlib.suppress(k8s.ApiException):
             self.core.delete_namespace(self.namespace)

@@ -29,6 +29,8 @@ class Run:
     error: str | None = None
     pods: int = 0  # pods of the fleet over the run (a rolling restart adds some)
     unreported: list[str] = field(default_factory=list)
+    modes: set[str] = field(default_factory=set)  # the apps' KAFKA_SIDECAR_MODE, from reports
+    app_restarts: int = 0
 
     @property
     def checks(self) -> list[Check]:
@@ -42,6 +44,13 @@ class Run:
                     f"pods without a report from each worker: {self.unreported}"
                     if self.unreported
                     else f"{self.pods} pods",
+                )
+            )
+            found.append(
+                Check(
+                    "every app ran through its sidecar, none restarted",
+                    self.modes == {"sidecar"} and self.app_restarts == 0,
+                    f"modes {sorted(self.modes)}, {self.app_restarts} app container restarts",
                 )
             )
             if self.fault.backpressure:
@@ -90,12 +99,15 @@ def delivery_checks(delivery: Delivery, duplicates_allowed: bool) -> list[Check]
         Check("per-key order kept", delivery.reorderings == 0, f"{delivery.reorderings} reordered"),
         Check("events flowed", delivery.events > 0, f"{delivery.events} produced"),
     ]
+    if delivery.bad_reports:
+        checks.append(Check("the apps' reports agree", False, "; ".join(delivery.bad_reports[:5])))
     if duplicates_allowed:
         checks.append(
             Check(
-                "every duplicate was a re-send",
-                delivery.duplicates <= delivery.resent,
-                f"{delivery.duplicates} duplicates, {delivery.resent} re-sent",
+                "every duplicate was its own worker's re-send",
+                delivery.unexplained_duplicates == 0,
+                f"{delivery.duplicates} duplicates, {delivery.resent} re-sent, "
+                f"{delivery.unexplained_duplicates} unexplained",
             )
         )
     else:
@@ -122,6 +134,7 @@ def run_fault(ctx: Context, fault: Fault, repeat: int) -> Run:
         time.sleep(ctx.seconds(10, 5))
         run.delivery = fleet.stop()
         run.pods, run.unreported = len(fleet.seen), fleet.unreported
+        run.modes, run.app_restarts = fleet.modes, fleet.app_restarts
     except Exception:  # reported as the run's failure; the suite goes on
         run.error = traceback.format_exc()
     finally:

@@ -156,8 +156,10 @@ class Timeline:
     def wait(self, check: Callable[[], bool], timeout: float, what: str) -> float:
         """Poll ``check`` until it holds; returns the run-clock second it did."""
         deadline = time.monotonic() + timeout
-        while not check():
+        while True:
+            with contextlib.suppress(Exception):  # a broker or API server still restarting
+                if check():
+                    return self.now()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
             time.sleep(0.5)
-        return self.now()

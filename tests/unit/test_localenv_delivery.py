@@ -54,3 +54,28 @@ def test_records_that_are_not_the_sample_apps_are_ignored() -> None:
     result = verify([report({"a": 0})], [b"not json at all"[:0], b'{"other": 1}', record("a", 0)])
     assert result.ok
     assert result.consumed == 3
+
+
+def test_a_key_claimed_by_two_reports_cannot_hide_a_loss() -> None:
+    """A restarted app process reuses its keys from 0: its report must not cover the first
+    instance's gaps."""
+    first = {"app": "p", "worker": 0, **report({"a": 2})}
+    second = {"app": "p", "worker": 0, **report({"a": 1})}
+    result = verify([first, second], [record("a", 0), record("a", 1)])
+    assert not result.ok
+    assert result.bad_reports == ["p/0: key a also reported by another process"]
+
+
+def test_a_report_whose_count_does_not_match_its_keys_is_not_trusted() -> None:
+    result = verify([{**report({"a": 1}), "produced": 5}], [record("a", 0), record("a", 1)])
+    assert not result.ok
+    assert len(result.bad_reports) == 1
+
+
+def test_duplicates_are_explained_only_by_their_own_workers_resends() -> None:
+    values = [record("a", 0), record("a", 0), record("b", 0)]
+    mine = verify([report({"a": 0}, resent=1), report({"b": 0}, resent=0)], values)
+    assert mine.unexplained_duplicates == 0
+    elsewhere = verify([report({"a": 0}, resent=0), report({"b": 0}, resent=1)], values)
+    assert elsewhere.duplicates == 1
+    assert elsewhere.unexplained_duplicates == 1, "b's re-send does not explain a's duplicate"
