@@ -7,6 +7,7 @@ metrics cannot be read) counts as a pod entirely in fallback.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import deque
 from collections.abc import Iterable
@@ -32,6 +33,8 @@ def client_totals(metrics_text: str) -> tuple[float, float]:
         if not match:
             continue
         labels, value = match.group(1), float(match.group(2))
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"client counter {value} is not a finite count")
         if 'outcome="attempts"' in labels:
             attempts += value
         elif 'outcome="fallback"' in labels:

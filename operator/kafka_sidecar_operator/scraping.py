@@ -104,11 +104,16 @@ class Scraper:
             async with self._slots, asyncio.timeout(self.deadline):
                 text = await self._fetch(session, f"http://{pod.ip}:{pod.metrics_port}/metrics")
             attempts, fallback = client_totals(text)
-            clients, connections = sidecar_gauges(text)
         except (aiohttp.ClientError, TimeoutError, BodyRefused, ValueError):
             FALLBACK_SCRAPES.labels("failed").inc()
             return None
         FALLBACK_SCRAPES.labels("ok").inc()
+        try:
+            clients, connections = sidecar_gauges(text)
+        except ValueError:
+            # A bad connection gauge costs the pod its place in the connection figures, never
+            # its fallback counters: the alert keeps seeing it.
+            clients, connections = 0, 0
         return PodSample(
             pod.name, attempts, fallback, clients=clients, broker_connections=connections
         )

@@ -129,7 +129,8 @@ def test_the_policy_status_shows_the_connections_its_sidecars_save(
         what="status: 1 process, 6 connections through sidecars, 3 direct (estimate), 0 saved",
     )
 
-    # A gauge no sidecar exports is a failed scrape: that pod is left out, not trusted.
+    # A gauge no honest sidecar exports leaves that pod out of the connection figures (its
+    # fallback counters still count).
     sidecars[0].set(clients=5, connections=2)
     sidecars[1].set(clients=float("nan"), connections=3)
     wait_for(

@@ -15,7 +15,7 @@ from kafka_sidecar_operator.connections import (
     count_connections,
     sidecar_gauges,
 )
-from kafka_sidecar_operator.fallback import PodSample
+from kafka_sidecar_operator.fallback import PodSample, client_totals
 from kafka_sidecar_operator.kubectl_plugin import STATUS_HEADER, status_row
 from kafka_sidecar_operator.policies import Policy
 
@@ -117,3 +117,11 @@ def test_the_plugin_shows_the_connections_after_the_alert() -> None:
     assert row["ALERT"] == "Ok"
     before = dict(zip(STATUS_HEADER, status_row(policy(), {}, 0), strict=True))
     assert (before["CONNECTIONS"], before["SAVED"]) == ("-", "-")
+
+
+def test_client_counters_that_are_not_finite_counts_are_refused() -> None:
+    """A pod writes its own metrics: NaN or a negative count must fail the scrape, not the sum."""
+    for value in ("NaN", "-Inf", "-3"):
+        text = f'kafka_sidecar_client_events_total{{app="a",topic="t",outcome="attempts"}} {value}'
+        with pytest.raises(ValueError, match="finite count"):
+            client_totals(text)
