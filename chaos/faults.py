@@ -24,7 +24,7 @@ from typing import Any
 from confluent_kafka.admin import AdminClient
 from kubernetes import client as k8s
 
-from chaos.fleet import RESTRICTED_CONTAINER, SIDECAR, Fleet, Shape, container_pids
+from chaos.fleet import RESTRICTED_CONTAINER, SIDECAR, Fleet, Shape, container_pids, put_policy
 from chaos.timeline import Timeline, broker_states, scrape
 from kafka_sidecar_localenv.images import SAMPLE_APP_IMAGE
 from kafka_sidecar_localenv.node import RealNode
@@ -378,24 +378,12 @@ def operator_leader(api: k8s.ApiClient) -> str:
 
 
 def probe_policy(fleet: Fleet, percentage: int) -> None:
-    custom = k8s.CustomObjectsApi(fleet.api)
-    body = {
-        "apiVersion": "kafka-sidecar.io/v1alpha1",
-        "kind": "KafkaSidecarPolicy",
-        "metadata": {"name": "probes"},
-        "spec": {
-            "selector": {"matchLabels": {"app": "probe"}},
-            "rollout": {"percentage": percentage, "granularity": "pod"},
-            "sidecar": {"bootstrapServers": fleet.bootstrap},
-        },
+    spec = {
+        "selector": {"matchLabels": {"app": "probe"}},
+        "rollout": {"percentage": percentage, "granularity": "pod"},
+        "sidecar": {"bootstrapServers": fleet.bootstrap},
     }
-    args = ("kafka-sidecar.io", "v1alpha1", fleet.namespace, "kafkasidecarpolicies")
-    try:
-        custom.create_namespaced_custom_object(*args, body)
-    except k8s.ApiException as error:
-        if error.status != 409:
-            raise
-        custom.patch_namespaced_custom_object(*args, "probes", {"spec": body["spec"]})
+    put_policy(fleet.api, fleet.namespace, "probes", spec)
 
 
 def crash_the_control_plane(ctx: Context, fleet: Fleet, timeline: Timeline) -> Observed:

@@ -118,20 +118,12 @@ class Fleet:
 
     def apply_policy(self, spec: dict[str, Any]) -> None:
         """Create or replace the "orders" policy, then wait until the webhook decides by it."""
-        custom = k8s.CustomObjectsApi(self.api)
-        body = {
-            "apiVersion": "kafka-sidecar.io/v1alpha1",
-            "kind": "KafkaSidecarPolicy",
-            "metadata": {"name": POLICY},
-            "spec": {"sidecar": {"bootstrapServers": self.bootstrap}, **spec},
-        }
-        args = ("kafka-sidecar.io", "v1alpha1", self.namespace, "kafkasidecarpolicies")
-        try:
-            custom.create_namespaced_custom_object(*args, body)
-        except k8s.ApiException as error:
-            if error.status != 409:
-                raise
-            custom.patch_namespaced_custom_object(*args, POLICY, {"spec": body["spec"]})
+        put_policy(
+            self.api,
+            self.namespace,
+            POLICY,
+            {"sidecar": {"bootstrapServers": self.bootstrap}, **spec},
+        )
         probe = {
             "metadata": {"name": "probe", "annotations": {"kafka-sidecar.io/inject": "true"}},
             "spec": {
@@ -223,6 +215,24 @@ class Fleet:
             log.stop()
         with contextlib.suppress(k8s.ApiException):
             self.core.delete_namespace(self.namespace)
+
+
+def put_policy(api: k8s.ApiClient, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    """Create the policy, or replace the spec of the one that exists."""
+    custom = k8s.CustomObjectsApi(api)
+    body = {
+        "apiVersion": "kafka-sidecar.io/v1alpha1",
+        "kind": "KafkaSidecarPolicy",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    args = ("kafka-sidecar.io", "v1alpha1", namespace, "kafkasidecarpolicies")
+    try:
+        custom.create_namespaced_custom_object(*args, body)
+    except k8s.ApiException as error:
+        if error.status != 409:
+            raise
+        custom.patch_namespaced_custom_object(*args, name, {"spec": spec})
 
 
 RESTRICTED_CONTAINER: dict[str, Any] = {
