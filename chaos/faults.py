@@ -24,10 +24,18 @@ from typing import Any
 from confluent_kafka.admin import AdminClient
 from kubernetes import client as k8s
 
-from chaos.fleet import RESTRICTED_CONTAINER, SIDECAR, Fleet, Shape, container_pids, put_policy
+from chaos.fleet import (
+    SIDECAR,
+    Background,
+    Fleet,
+    Shape,
+    container_pids,
+    put_policy,
+)
 from chaos.timeline import Timeline, broker_states, scrape
 from kafka_sidecar_localenv.images import SAMPLE_APP_IMAGE
 from kafka_sidecar_localenv.node import RealNode
+from kafka_sidecar_localenv.sample_app import opted_in_pod
 
 OPERATOR_NAMESPACE = "kafka-sidecar-system"
 OPERATOR_SELECTOR = "app.kubernetes.io/name=kafka-sidecar-operator"
@@ -318,37 +326,28 @@ class PodCreator:
     rate: float = 2.0
     probes: list[Probe] = field(default_factory=list)
     refused: int = 0  # creates the API server could not take while it was down
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _creator: Background | None = None
 
     def body(self) -> dict[str, Any]:
-        return {
-            "metadata": {
-                "name": f"probe-{uuid.uuid4().hex[:8]}",
-                "labels": {"app": "probe"},
-                "annotations": {"kafka-sidecar.io/inject": "true"},
-            },
-            "spec": {
-                "nodeSelector": {"kafka-sidecar.io/chaos": "never-scheduled"},
-                "securityContext": {"runAsUser": 10001},
-                "containers": [{"name": "app", "image": SAMPLE_APP_IMAGE, **RESTRICTED_CONTAINER}],
-            },
-        }
+        return opted_in_pod(
+            SAMPLE_APP_IMAGE,
+            name=f"probe-{uuid.uuid4().hex[:8]}",
+            labels={"app": "probe"},
+            node_selector={"kafka-sidecar.io/chaos": "never-scheduled"},
+        )
 
     def start(self) -> PodCreator:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._creator = Background(self._run).start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
+        if self._creator is not None:
+            self._creator.stop()
 
-    def _run(self) -> None:
+    def _run(self, stopping: threading.Event) -> None:
         # Its own client: a create that hangs must not hold up the fleet's calls.
         core = k8s.CoreV1Api(self.fleet.api)
-        while not self._stop.wait(1 / self.rate):
+        while not stopping.wait(1 / self.rate):
             body = self.body()
             at, started = self.timeline.now(), time.monotonic()
             try:

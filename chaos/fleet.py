@@ -12,7 +12,7 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,11 +26,27 @@ from kafka_sidecar_localenv.delivery import Delivery, verify
 from kafka_sidecar_localenv.images import SAMPLE_APP_IMAGE
 from kafka_sidecar_localenv.node import RealNode
 from kafka_sidecar_localenv.podlogs import FollowedLog
-from kafka_sidecar_localenv.sample_app import sample_app_deployment
+from kafka_sidecar_localenv.sample_app import opted_in_pod, sample_app_deployment
 
 SIDECAR = "kafka-sidecar"
 PARTITIONS = 6
 POLICY = "orders"
+
+
+class Background:
+    """A loop on a daemon thread, told to end by the event it is given: the suite's samplers."""
+
+    def __init__(self, loop: Callable[[threading.Event], None]) -> None:
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=loop, args=(self.stopping,), daemon=True)
+
+    def start(self) -> Background:
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float = 30) -> None:
+        self.stopping.set()
+        self.thread.join(timeout)
 
 
 @dataclass(frozen=True)
@@ -80,8 +96,7 @@ class Fleet:
     unreported: list[str] = field(default_factory=list)
     modes: set[str] = field(default_factory=set)  # filled by ``stop``, from the reports
     app_restarts: int = 0  # the most any app container restarted (its report would be lost)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _follower: Background | None = None
 
     @property
     def core(self) -> k8s.CoreV1Api:
@@ -111,8 +126,7 @@ class Fleet:
             env = body["spec"]["template"]["spec"]["containers"][0]["env"]
             env.append({"name": "APP_QUEUE_MESSAGES", "value": str(self.shape.queue_messages)})
         k8s.AppsV1Api(self.api).create_namespaced_deployment(self.namespace, body)
-        self._thread = threading.Thread(target=self._follow_new_pods, daemon=True)
-        self._thread.start()
+        self._follower = Background(self._follow_new_pods).start()
         self.wait_ready(self.shape.pods)
         return self
 
@@ -124,13 +138,7 @@ class Fleet:
             POLICY,
             {"sidecar": {"bootstrapServers": self.bootstrap}, **spec},
         )
-        probe = {
-            "metadata": {"name": "probe", "annotations": {"kafka-sidecar.io/inject": "true"}},
-            "spec": {
-                "securityContext": {"runAsUser": 10001},
-                "containers": [{"name": "app", "image": SAMPLE_APP_IMAGE, **RESTRICTED_CONTAINER}],
-            },
-        }
+        probe = opted_in_pod(SAMPLE_APP_IMAGE)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             pod = self.core.create_namespaced_pod(self.namespace, probe, dry_run="All")
@@ -160,12 +168,12 @@ class Fleet:
             time.sleep(1)
         raise TimeoutError(f"{count} ready pods of the fleet in {self.namespace}")
 
-    def _follow_new_pods(self) -> None:
+    def _follow_new_pods(self, stopping: threading.Event) -> None:
         """Follow each pod's app from when it starts: its report outlives the pod only here.
 
         A follower that ended while its app still runs (kube-apiserver restarted under it) is
         replaced by one that reads the log again from the start."""
-        while not self._stop.is_set():
+        while not stopping.is_set():
             with contextlib.suppress(Exception):  # the API server may be restarting
                 items = self.core.list_namespaced_pod(self.namespace, label_selector="app=orders")
                 for pod in items.items:
@@ -181,7 +189,7 @@ class Fleet:
                             followed.stop()
                         argv = self.node.kubectl_argv()
                         self.logs[name] = FollowedLog(argv, self.namespace, name).start()
-            self._stop.wait(0.5)
+            stopping.wait(0.5)
 
     def stop(self) -> Delivery:
         """Delete the Deployment (apps drain first, then sidecars), read every report, read the
@@ -193,9 +201,8 @@ class Fleet:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the fleet's pods in {self.namespace} never went away")
             time.sleep(1)
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        if self._follower is not None:
+            self._follower.stop()
         reports: list[dict[str, Any]] = []
         for name in sorted(self.seen):
             log = self.logs.get(name)
@@ -208,9 +215,8 @@ class Fleet:
 
     def close(self) -> None:
         """Stop following and delete the namespace (also after a failure)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        if self._follower is not None:
+            self._follower.stop()
         for log in list(self.logs.values()):
             log.stop()
         with contextlib.suppress(k8s.ApiException):
@@ -233,16 +239,6 @@ def put_policy(api: k8s.ApiClient, namespace: str, name: str, spec: dict[str, An
         if error.status != 409:
             raise
         custom.patch_namespaced_custom_object(*args, name, {"spec": spec})
-
-
-RESTRICTED_CONTAINER: dict[str, Any] = {
-    "securityContext": {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "runAsNonRoot": True,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-}
 
 
 def read_topic(bootstrap: str, topic: str, timeout: float = 120) -> Iterator[bytes | None]:

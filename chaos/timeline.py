@@ -17,7 +17,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from chaos.fleet import SIDECAR, Fleet, container_pids
+from chaos.fleet import SIDECAR, Background, Fleet, container_pids
 from kafka_sidecar_localenv.connections import broker_connections
 from kafka_sidecar_operator.fallback import client_totals
 
@@ -79,21 +79,18 @@ class Timeline:
     # Per broker id: the seconds (run clock) at which some sidecar reported it down.
     down_seen: dict[str, list[float]] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _sampler: Background | None = None
 
     def now(self) -> float:
         return time.monotonic() - self.started
 
     def start(self) -> Timeline:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._sampler = Background(self._run).start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(15)
+        if self._sampler is not None:
+            self._sampler.stop()
 
     def mark(self, label: str) -> Mark:
         found = Mark(label, self.now())
@@ -103,14 +100,14 @@ class Timeline:
     def end(self, mark: Mark) -> None:
         mark.end = self.now()
 
-    def _run(self) -> None:
+    def _run(self, stopping: threading.Event) -> None:
         consumer = Consumer(
             {"bootstrap.servers": self.fleet.bootstrap, "group.id": "chaos-tl", "log_level": 0}
         )
         try:
             last_offset, last_at = self._offset(consumer), self.now()
             last_totals: tuple[float, float] | None = None
-            while not self._stop.wait(1.0):
+            while not stopping.wait(1.0):
                 with contextlib.suppress(Exception):  # a sample missed is not a run failed
                     offset, at = self._offset(consumer), self.now()
                     totals, sample = self._sample(at)

@@ -8,8 +8,8 @@ order, that nothing was lost and that every duplicate was a re-send.
 
 Configured by environment: APP_TOPIC, APP_WORKERS (4), APP_RATE (events/s per worker, 200),
 APP_EVENT_BYTES (100), APP_KEYS (8 per worker), APP_QUEUE_MESSAGES (100000: the producer's queue),
-APP_NAME (the pod name), and the brokers in
-KAFKA_BOOTSTRAP_SERVERS (what a direct producer would use anyway).
+APP_NAME (the pod name), and the brokers in KAFKA_BOOTSTRAP_SERVERS (what a direct producer would
+use anyway).
 """
 
 from __future__ import annotations

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from confluent_kafka import Consumer, Message
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from kubernetes import client as k8s
+from prometheus_client import CollectorRegistry, generate_latest
 
 from kafka_sidecar_localenv.kafka import KafkaCluster
 from kafka_sidecar_localenv.kube import ControlPlane
@@ -137,3 +140,29 @@ def wait_policy_active(
         return status.get("reason") == expect if expect else bool(status.get("policy"))
 
     wait_for(decided, what=f"dry-run decision {expect or 'by a policy'}")
+
+
+def serve_registry(registry: CollectorRegistry, host: str, port: int) -> ThreadingHTTPServer:
+    """A sidecar-like /metrics endpoint on ``host:port`` exporting ``registry`` (the sidecar's
+    real collectors), served on a thread until ``stop_serving``."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = generate_latest(registry)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet."""
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def stop_serving(server: ThreadingHTTPServer) -> None:
+    server.shutdown()
+    server.server_close()

@@ -13,6 +13,30 @@ RESTRICTED = {
 }
 
 
+def opted_in_pod(
+    image: str,
+    name: str = "probe",
+    labels: dict[str, str] | None = None,
+    node_selector: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A bare pod that opts in to injection and that the restricted Pod Security Standard admits:
+    what the tests and the chaos suite create (often as a dry run) to ask the webhook."""
+    spec: dict[str, Any] = {
+        "securityContext": {"runAsUser": 10001},
+        "containers": [{"name": "app", "image": image, "securityContext": RESTRICTED}],
+    }
+    if node_selector:
+        spec["nodeSelector"] = node_selector
+    return {
+        "metadata": {
+            "name": name,
+            "labels": labels or {},
+            "annotations": {"kafka-sidecar.io/inject": "true"},
+        },
+        "spec": spec,
+    }
+
+
 def sample_app_deployment(
     name: str,
     image: str,

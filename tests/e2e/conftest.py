@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,12 +16,13 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from kafka_sidecar_localenv.node import RealNode, host_snapshot
+from kafka_sidecar_localenv.operator_install import install_operator
 from kafka_sidecar_localenv.podlogs import FollowedLog
+from kafka_sidecar_localenv.processes import ComponentError
 from kafka_sidecar_localenv.versions import CacheLayout
-from tests.conftest import SERVER_LOGS, kubectl_apply_crd
+from tests.conftest import SERVER_LOGS
 from tests.support import unique_name, wait_for
 
-REPO = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "kafka-sidecar-system"
 
 
@@ -59,24 +59,15 @@ def kubectl_ok(node: RealNode, *args: str, timeout: float = 180) -> str:
 @pytest.fixture(scope="session")
 def installed_operator(real_node: RealNode) -> RealNode:
     """The README's install path: CRDs, then the self-managed TLS overlay; both replicas Ready."""
-    kubectl_apply_crd(real_node.kubectl_argv(), "-k", str(REPO / "manifests" / "crd"))
-    kubectl_ok(real_node, "apply", "-k", str(REPO / "manifests" / "selfsigned"))
-    proc = real_node.kubectl(
-        "rollout",
-        "status",
-        "-n",
-        OPERATOR_NAMESPACE,
-        "deployment/kafka-sidecar-operator",
-        "--timeout=180s",
-        timeout=200,
-    )
-    if proc.returncode != 0:
+    try:
+        install_operator(real_node.kubectl_argv())
+    except ComponentError as error:
         pods = real_node.kubectl("get", "pods", "-A", "-o", "wide").stdout
         logs = real_node.kubectl(
             "logs", "-n", OPERATOR_NAMESPACE, "-l", "app.kubernetes.io/name=kafka-sidecar-operator",
             "--tail=40", "--all-containers",
         ).stdout  # fmt: skip
-        pytest.fail(f"the operator never became Ready:\n{proc.stderr}\n{pods}\n{logs}")
+        pytest.fail(f"the operator never became Ready:\n{error}\n{pods}\n{logs}")
     return real_node
 
 

@@ -35,7 +35,7 @@ from kafka_sidecar_localenv.delivery import verify
 from kafka_sidecar_localenv.images import SAMPLE_APP_IMAGE
 from kafka_sidecar_localenv.node import RealNode
 from kafka_sidecar_localenv.podlogs import FollowedLog
-from kafka_sidecar_localenv.sample_app import RESTRICTED, sample_app_deployment
+from kafka_sidecar_localenv.sample_app import opted_in_pod, sample_app_deployment
 from kafka_sidecar_operator.tls import SECRET_NAME as TLS_SECRET
 from kafka_sidecar_operator.tls import hosts_for
 from tests.e2e.conftest import OPERATOR_NAMESPACE, kubectl_ok, running_pods
@@ -48,15 +48,7 @@ FollowApps = Callable[[str, list[Any]], list[FollowedLog]]
 
 def compliant_probe() -> dict[str, Any]:
     """A dry-run pod the restricted Pod Security Standard admits."""
-    return {
-        "metadata": {"name": "probe", "annotations": {"kafka-sidecar.io/inject": "true"}},
-        "spec": {
-            "securityContext": {"runAsUser": 10001},
-            "containers": [
-                {"name": "app", "image": SAMPLE_APP_IMAGE, "securityContext": RESTRICTED}
-            ],
-        },
-    }
+    return opted_in_pod(SAMPLE_APP_IMAGE)
 
 
 def policy_for(node: RealNode, api: k8s.ApiClient, namespace: str, **spec: Any) -> str:

@@ -4,21 +4,26 @@ kube-apiserver: the status fields, the SAVED column and ``kubectl kafka-sidecar 
 from __future__ import annotations
 
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
-from prometheus_client import generate_latest
 
 from kafka_sidecar.metrics import SidecarMetrics
 from kafka_sidecar_localenv.kube import ControlPlane
 from kafka_sidecar_localenv.processes import free_port
 from tests.integration.test_operator_lifecycle import mark_running
-from tests.support import create_policy, kubectl, pod_body, wait_for, wait_policy_active
+from tests.support import (
+    create_policy,
+    kubectl,
+    pod_body,
+    serve_registry,
+    stop_serving,
+    wait_for,
+    wait_policy_active,
+)
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,30 +36,14 @@ class SidecarGauges:
 
     def __init__(self, host: str, port: int) -> None:
         self.metrics = SidecarMetrics()
-        registry = self.metrics.registry
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = generate_latest(registry)
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                """Quiet."""
-
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve_registry(self.metrics.registry, host, port)
 
     def set(self, clients: float, connections: float) -> None:
         self.metrics.clients.set(clients)
         self.metrics.broker_connections.set(connections)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        stop_serving(self.server)
 
 
 @pytest.fixture

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from kafka_sidecar.metrics import ClientCounters
 from kafka_sidecar_localenv.kube import ControlPlane
@@ -21,7 +19,9 @@ from tests.support import (
     create_policy,
     kubectl,
     pod_body,
+    serve_registry,
     status_of,
+    stop_serving,
     wait_for,
     wait_policy_active,
 )
@@ -90,20 +90,7 @@ class Endpoint:
         registry = CollectorRegistry()
         registry.register(self.counters)
         self.attempts = self.fallback = 0
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = generate_latest(registry)
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                """Quiet."""
-
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve_registry(registry, host, port)
 
     def emit(self, attempts: int, fallback: int) -> None:
         self.attempts += attempts
@@ -116,8 +103,7 @@ class Endpoint:
         )
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        stop_serving(self.server)
 
 
 @pytest.fixture
