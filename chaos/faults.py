@@ -88,18 +88,15 @@ class Fault:
 # --- 1. a broker dies and comes back ----------------------------------------------------------
 
 
-def partition_leader(bootstrap: str, topic: str) -> int:
-    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=10)
-    return int(metadata.topics[topic].partitions[0].leader)
+def topic_metadata(fleet: Fleet) -> Any:
+    """The fleet topic's partitions as the brokers see them now (quiet while one is down)."""
+    admin = AdminClient({"bootstrap.servers": fleet.bootstrap, "log_level": 0})
+    return admin.list_topics(fleet.topic, timeout=10).topics[fleet.topic].partitions
 
 
 def replicas_in_sync(fleet: Fleet) -> bool:
     """Every partition of the fleet's topic has all its replicas in sync again."""
-    metadata = AdminClient({"bootstrap.servers": fleet.bootstrap}).list_topics(
-        fleet.topic, timeout=10
-    )
-    partitions = metadata.topics[fleet.topic].partitions.values()
-    return all(len(p.isrs) == len(p.replicas) for p in partitions)
+    return all(len(p.isrs) == len(p.replicas) for p in topic_metadata(fleet).values())
 
 
 def sidecars_see_broker(fleet: Fleet, broker: str, up: float) -> bool:
@@ -112,7 +109,7 @@ def kill_partition_leader(ctx: Context, fleet: Fleet, timeline: Timeline) -> Obs
     kafka = ctx.node.kafka
     assert kafka is not None
     seen = Observed()
-    leader = partition_leader(fleet.bootstrap, fleet.topic)
+    leader = int(topic_metadata(fleet)[0].leader)
     broker = next(n for n in kafka.nodes if n.node_id == leader)
     assert broker.process is not None
     outage = ctx.seconds(20, 12)
