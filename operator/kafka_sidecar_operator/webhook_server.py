@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 Answer = Callable[[str, dict[str, Any]], dict[str, Any]]
 CHECK_SECONDS = 10.0
 SHUTDOWN_SECONDS = 5.0
+DRAIN_SECONDS = 2.0
+"""After a stop, answers carry ``Connection: close`` this long before the server closes: a client
+holding an idle keep-alive connection (kube-apiserver does) learns it from an answer instead of
+writing its next review into a socket closed under it, which fails open (a pod admitted without
+its decision; seen in CI as ``write: broken pipe`` while a replica restarted)."""
 
 
 class WebhookServer:
@@ -57,6 +62,7 @@ class WebhookServer:
         self._listening.sni_callback = self._choose
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
+        self._draining = False
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._failure: BaseException | None = None
@@ -71,8 +77,9 @@ class WebhookServer:
             raise RuntimeError("the webhook server could not start") from self._failure
         log.info("Serving the webhook at https://%s:%d", self.host or "*", self.port)
 
-    def stop(self, timeout: float = SHUTDOWN_SECONDS + 5) -> None:
-        """Stop accepting, let answers in progress finish (up to a few seconds), end the thread."""
+    def stop(self, timeout: float = DRAIN_SECONDS + SHUTDOWN_SECONDS + 5) -> None:
+        """Drain keep-alive connections, stop accepting, let answers in progress finish (up to a
+        few seconds), end the thread."""
         loop, stopping = self._loop, self._stopping
         if loop is not None and stopping is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
@@ -143,6 +150,8 @@ class WebhookServer:
             while True:
                 try:
                     await asyncio.wait_for(self._stopping.wait(), self.check_seconds)
+                    self._draining = True
+                    await asyncio.sleep(DRAIN_SECONDS)
                     return
                 except TimeoutError:
                     pass
@@ -154,6 +163,12 @@ class WebhookServer:
             await runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.Response:
+        response = await self._respond(request)
+        if self._draining:
+            response.force_close()  # "Connection: close": the client opens its next one elsewhere
+        return response
+
+    async def _respond(self, request: web.Request) -> web.Response:
         handler_id = request.path.lstrip("/")
         try:
             review = json.loads(await request.read())

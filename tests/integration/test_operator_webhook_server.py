@@ -4,6 +4,7 @@ on 127.0.0.1; no API server needed)."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import socket
 import ssl
@@ -164,3 +165,32 @@ def test_stop_closes_the_port_and_a_taken_port_fails_start(pairs: list[KeyPair])
     first.stop()
     with pytest.raises(OSError):  # noqa: PT011 - refused, in whichever subclass
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_a_stopping_server_closes_keep_alive_connections_by_answering_not_under_the_client(
+    server: WebhookServer,
+) -> None:
+    """kube-apiserver reuses idle connections; one closed under it fails the call open (a pod
+    admitted without its decision). While draining, every answer says ``Connection: close``."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    body = json.dumps({"request": {"uid": "u1", "object": {"metadata": {}}}}).encode()
+    connection = http.client.HTTPSConnection("127.0.0.1", server.port, context=context, timeout=10)
+    try:
+        connection.request("POST", "/inject-sidecar", body, {"Content-Type": "application/json"})
+        first = connection.getresponse()
+        first.read()
+        assert first.status == 200
+        assert first.getheader("Connection", "").lower() != "close", "kept alive while serving"
+        stopping = threading.Thread(target=server.stop)
+        stopping.start()
+        time.sleep(0.5)  # the stop has begun; the idle connection is still open
+        connection.request("POST", "/inject-sidecar", body, {"Content-Type": "application/json"})
+        second = connection.getresponse()
+        second.read()
+        assert second.status == 200, "answered on the idle connection, not closed under it"
+        assert second.getheader("Connection", "").lower() == "close"
+        stopping.join(30)
+    finally:
+        connection.close()
